@@ -1,0 +1,147 @@
+"""The three LMP losses (paper Sec. 3.2-3.3, Eq. 1-6) as pure functions of tensors.
+
+Conventions: every function takes the valid elements only, or a boolean mask saying which are valid,
+so padding and left-out positions never count. Losses are computed in float32. An empty set of pairs
+gives a zero that stays connected to the graph (never NaN), so a batch without text still trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _zero(*like: Tensor) -> Tensor:
+    """A float32 zero connected to the inputs' graph (so backward works and gives zero grads)."""
+    return sum((t.sum() * 0.0 for t in like), torch.zeros((), device=like[0].device)).float()
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """InfoNCE in one direction a -> b over n pairs (a_i, b_i) with all b_j (j != i) as negatives.
+
+    Returns mean_i -log softmax_j(cos(a_i, b_j) / temperature)[i]; a, b are [n, d]; n = 0 gives 0.
+    """
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(
+            f"info_nce: expected a and b of the same shape [n, d], got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if a.shape[0] == 0:
+        return _zero(a, b)
+    logits = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+def masked_token_loss(
+    pred: Tensor, target: Tensor, temperature: float = 1.0, normalize: bool = False
+) -> Tensor:
+    """Eq. 1 over the W masked tokens of one modality: each prediction must pick its own target.
+
+    pred, target: [W, d], row w = the contextual output at a masked position and the projected input
+    token there. Loss = mean_w -log softmax_{w'}(pred_w . target_{w'} / temperature)[w]. The paper's
+    dot product is the default (normalize=False, temperature=1); `normalize` switches to cosine.
+    """
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(
+            f"masked_token_loss: expected pred and target of the same shape [W, d], got "
+            f"{tuple(pred.shape)}, {tuple(target.shape)}"
+        )
+    if pred.shape[0] == 0:
+        return _zero(pred, target)
+    p, t = pred.float(), target.float()
+    if normalize:
+        p, t = F.normalize(p, dim=-1), F.normalize(t, dim=-1)
+    logits = p @ t.T / temperature
+    return F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device))
+
+
+def intra_modal_loss(
+    outputs: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    masked: Mapping[str, Tensor],
+    temperature: float = 1.0,
+    normalize: bool = False,
+) -> dict[str, Tensor]:
+    """Eq. 2, one `masked_token_loss` per modality.
+
+    For each modality m: outputs[m] [N, L, d] contextual outputs, targets[m] [N, L, d] projected input
+    tokens, masked[m] [N, L] bool, True at the [MASK]-replaced (valid) positions. The negatives of a
+    token are all masked tokens of that modality in the batch. Returns {m: loss}.
+    """
+    losses = {}
+    for m, sel in masked.items():
+        losses[m] = masked_token_loss(outputs[m][sel], targets[m][sel], temperature, normalize)
+    return losses
+
+
+def language_per_shot(l_ctx: Tensor, text_mask: Tensor, token_shot: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 4: l_bar_i = mean of the valid language tokens whose span overlaps shot i.
+
+    l_ctx [N, T, d], text_mask [N, T], token_shot [N, T, k] -> (l_bar [N, k, d], has_tokens [N, k]).
+    Shots without a token get zeros and has_tokens False.
+    """
+    member = (token_shot & text_mask.unsqueeze(-1)).to(l_ctx.dtype)  # [N, T, k]
+    counts = member.sum(dim=1)  # [N, k]
+    l_bar = torch.einsum("ntk,ntd->nkd", member, l_ctx) / counts.clamp(min=1).unsqueeze(-1)
+    return l_bar, counts > 0
+
+
+def inter_modal_loss(
+    v: Tensor,
+    a: Tensor,
+    shot_mask: Tensor,
+    l_shot: Tensor | None = None,
+    l_shot_mask: Tensor | None = None,
+    temperature: float = 0.3,
+    terms: tuple[str, ...] = ("v2a", "a2v", "v2l", "l2v"),
+    pair_mask: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Eq. 3-5, video as the anchor.
+
+    video <-> audio is one-to-one: every valid (window j, shot i) is a positive pair, all other valid
+    N*k shots of the batch are the negatives. video <-> language pairs v_i with l_bar_i (Eq. 4, from
+    `language_per_shot`), over the valid shots that have language tokens. v, a, l_shot: [N, k, d];
+    shot_mask, l_shot_mask, pair_mask (extra restriction, e.g. unmasked shots): [N, k] bool.
+    Returns the requested directions among v2a, a2v, v2l, l2v.
+    """
+    valid = shot_mask if pair_mask is None else shot_mask & pair_mask
+    out = {}
+    if "v2a" in terms or "a2v" in terms:
+        vv, aa = v[valid], a[valid]
+        if "v2a" in terms:
+            out["v2a"] = info_nce(vv, aa, temperature)
+        if "a2v" in terms:
+            out["a2v"] = info_nce(aa, vv, temperature)
+    if "v2l" in terms or "l2v" in terms:
+        if l_shot is None or l_shot_mask is None:
+            raise ValueError("inter_modal_loss: v2l/l2v need l_shot and l_shot_mask")
+        sel = valid & l_shot_mask
+        vv, ll = v[sel], l_shot[sel]
+        if "v2l" in terms:
+            out["v2l"] = info_nce(vv, ll, temperature)
+        if "l2v" in terms:
+            out["l2v"] = info_nce(ll, vv, temperature)
+    return out
+
+
+def cross_modal_loss(
+    v_a: Tensor,
+    v_l: Tensor,
+    mask: Tensor,
+    temperature: float = 0.3,
+    terms: tuple[str, ...] = ("a2l", "l2a"),
+) -> dict[str, Tensor]:
+    """Eq. 6: InfoNCE between audio-conditioned and language-conditioned video, both directions.
+
+    v_a, v_l [N, k, d]; mask [N, k] bool selects the pairs (valid shots of windows with language).
+    Returns {"a2l": L(v_a -> v_l), "l2a": L(v_l -> v_a)} (the requested ones).
+    """
+    va, vl = v_a[mask], v_l[mask]
+    out = {}
+    if "a2l" in terms:
+        out["a2l"] = info_nce(va, vl, temperature)
+    if "l2a" in terms:
+        out["l2a"] = info_nce(vl, va, temperature)
+    return out

@@ -1,0 +1,239 @@
+"""The LMP model (paper Sec. 3): projections, contextual transformers, cross-modal transformer(s).
+
+`LMP.forward(batch)` is the pretraining step's loss (Eq. 7, with masking); `LMP.encode(batch)` returns
+every downstream feature of Table 3 by name, with masks, for probes. The batch is the window batch of
+`lmp_data.batch` (video [N,k,Dv], audio [N,k,Da], shot_mask [N,k], text [N,T,Dl], text_mask [N,T],
+token_shot [N,T,k]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lmp_model.config import MODALITIES, ModelConfig
+from lmp_model.losses import cross_modal_loss, inter_modal_loss, intra_modal_loss, language_per_shot
+from lmp_model.modules import ContextualEncoder, CrossModalTransformer, ModalityEmbedding, sample_token_mask
+
+_VALID_KEY = {"video": "shot_mask", "audio": "shot_mask", "text": "text_mask"}
+_CROSS_SOURCES = ("audio", "text")
+
+
+@dataclass
+class LMPOutput:
+    """Result of a training forward: the weighted total (Eq. 7) and each computed term, unweighted."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+
+
+class LMP(nn.Module):
+    """Long-range multimodal pretraining model.
+
+    dims: base feature width per modality, {"video": Dv, "audio": Da, "text": Dl}. Module names:
+    `embed.<m>` (projection, position, [MASK]), `context.<m>` (contextual encoders), `cross.audio` and
+    `cross.text` (two cross-modal transformers) or `cross.shared` (one, `cfg.cross.shared`).
+    """
+
+    def __init__(self, cfg: ModelConfig, dims: Mapping[str, int]):
+        super().__init__()
+        if set(dims) != set(MODALITIES) or any(int(v) <= 0 for v in dims.values()):
+            raise ValueError(
+                f"LMP dims: expected positive widths for exactly {list(MODALITIES)}, got {dict(dims)}"
+            )
+        self.cfg = cfg
+        self.dims = {m: int(dims[m]) for m in MODALITIES}
+        d = cfg.d
+        max_len = {"video": cfg.max_shots, "audio": cfg.max_shots, "text": cfg.max_tokens}
+        self.embed = nn.ModuleDict(
+            {m: ModalityEmbedding(self.dims[m], d, max_len[m], cfg.projection) for m in MODALITIES}
+        )
+        self.context = nn.ModuleDict({m: ContextualEncoder(d, cfg.encoder) for m in MODALITIES})
+        if cfg.cross.shared:
+            self.cross = nn.ModuleDict({"shared": CrossModalTransformer(d, cfg.cross, num_sources=2)})
+        else:
+            self.cross = nn.ModuleDict({m: CrossModalTransformer(d, cfg.cross) for m in _CROSS_SOURCES})
+
+    # ----------------------------------------------------------------------------------------- input
+    def check_batch(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        """Validate shapes against `dims`/config and move tensors to the model's device.
+
+        Raises ValueError naming the field and what was expected. A batch with T = 0 gets one padded
+        (masked) token so every sequence op has a length.
+        """
+        device = next(self.parameters()).device
+        out: dict[str, Tensor] = {}
+        for key in ("video", "audio", "shot_mask", "text", "text_mask", "token_shot"):
+            if key not in batch:
+                raise ValueError(f"LMP batch: missing field {key!r}")
+            value = batch[key]
+            if not isinstance(value, Tensor):
+                raise ValueError(
+                    f"LMP batch field {key!r}: expected a torch.Tensor, got {type(value).__name__}"
+                )
+            out[key] = value.to(device)
+        video, audio, text = out["video"], out["audio"], out["text"]
+        if video.dim() != 3:
+            raise ValueError(f"LMP batch field 'video': expected [N, k, Dv], got shape {tuple(video.shape)}")
+        n, k = video.shape[:2]
+        expect = {
+            "video": (n, k, self.dims["video"]),
+            "audio": (n, k, self.dims["audio"]),
+            "shot_mask": (n, k),
+        }
+        if text.dim() == 3:
+            t = text.shape[1]
+            expect |= {"text": (n, t, self.dims["text"]), "text_mask": (n, t), "token_shot": (n, t, k)}
+        else:
+            raise ValueError(f"LMP batch field 'text': expected [N, T, Dl], got shape {tuple(text.shape)}")
+        for key, shape in expect.items():
+            if tuple(out[key].shape) != shape:
+                raise ValueError(
+                    f"LMP batch field {key!r}: expected shape {shape}, got {tuple(out[key].shape)}"
+                )
+        for key in ("shot_mask", "text_mask", "token_shot"):
+            out[key] = out[key].bool()
+        if k > self.cfg.max_shots:
+            raise ValueError(f"LMP batch: k={k} shots exceeds ModelConfig.max_shots={self.cfg.max_shots}")
+        if t > self.cfg.max_tokens:
+            raise ValueError(f"LMP batch: T={t} tokens exceeds ModelConfig.max_tokens={self.cfg.max_tokens}")
+        if t == 0:
+            out["text"] = text.new_zeros(n, 1, text.shape[2])
+            out["text_mask"] = out["text_mask"].new_zeros(n, 1)
+            out["token_shot"] = out["token_shot"].new_zeros(n, 1, k)
+        return out
+
+    def sample_masks(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """The [MASK] positions of every modality: `masking.ratio` of each window's valid tokens."""
+        return {
+            m: sample_token_mask(batch[_VALID_KEY[m]], self.cfg.masking.ratio, generator) for m in MODALITIES
+        }
+
+    # ----------------------------------------------------------------------------------- internals
+    def _contextual(self, m: str, b: Mapping[str, Tensor], masked: Tensor | None) -> tuple[Tensor, Tensor]:
+        tokens, target = self.embed[m](b[m], masked)
+        return self.context[m](tokens, b[_VALID_KEY[m]]), target
+
+    def _cross(self, source: str, src: Tensor, src_valid: Tensor, v: Tensor, shot_mask: Tensor) -> Tensor:
+        if self.cfg.cross.shared:
+            return self.cross["shared"](src, src_valid, v, shot_mask, _CROSS_SOURCES.index(source))
+        return self.cross[source](src, src_valid, v, shot_mask)
+
+    # ------------------------------------------------------------------------------------- training
+    def forward(
+        self,
+        batch: Mapping[str, object],
+        generator: torch.Generator | None = None,
+        masked: Mapping[str, Tensor] | None = None,
+    ) -> LMPOutput:
+        """Training loss on one batch (Eq. 7): masking, then only the terms that are on.
+
+        `masked` (optional) fixes the [MASK] positions per modality ([N, k] / [N, T] bool) instead of
+        drawing them with `generator` / the torch RNG. Masking is applied only when an intra-modal term
+        of that modality is on; terms that are off are not computed, so their modules get no gradient.
+        """
+        cfg = self.cfg
+        terms_on = cfg.loss.enabled_terms()
+        if not terms_on:
+            raise ValueError("LMP.forward: every loss term is off (ModelConfig.loss); nothing to train")
+        b = self.check_batch(batch)
+        intra_mods = [t.split("/")[1] for t in terms_on if t.startswith("intra/")]
+        inter = tuple(t.split("/")[1] for t in terms_on if t.startswith("inter/"))
+        cross = tuple(t.split("/")[1] for t in terms_on if t.startswith("cross/"))
+        need = set(intra_mods)
+        if {"v2a", "a2v"} & set(inter):
+            need |= {"video", "audio"}
+        if {"v2l", "l2v"} & set(inter):
+            need |= {"video", "text"}
+        if cross:
+            need |= set(MODALITIES)
+
+        if masked is None:
+            masked = self.sample_masks(b, generator) if intra_mods else {}
+        masked = {m: masked[m].to(b[_VALID_KEY[m]].device).bool() & b[_VALID_KEY[m]] for m in intra_mods}
+
+        ctx, tgt = {}, {}
+        for m in MODALITIES:
+            if m in need:
+                ctx[m], tgt[m] = self._contextual(m, b, masked.get(m))
+
+        terms: dict[str, Tensor] = {}
+        if intra_mods:
+            targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
+            intra = intra_modal_loss(
+                ctx, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize
+            )
+            terms |= {f"intra/{m}": intra[m] for m in intra_mods}
+
+        shot_mask, tau = b["shot_mask"], cfg.loss.temperature
+        no_mask = torch.zeros_like(shot_mask)
+        unmasked_v = ~masked.get("video", no_mask)
+        unmasked_va = unmasked_v & ~masked.get("audio", no_mask)
+        contrast_all = cfg.loss.contrast_masked
+        l_shot = l_shot_mask = None
+        if "text" in ctx and ({"v2l", "l2v"} & set(inter) or cross):
+            text_valid = b["text_mask"]
+            if not contrast_all and "text" in masked:
+                text_valid = text_valid & ~masked["text"]
+            l_shot, l_shot_mask = language_per_shot(ctx["text"], text_valid, b["token_shot"])
+        if inter:
+            va = inter_modal_loss(
+                ctx.get("video"), ctx.get("audio"), shot_mask, temperature=tau,
+                terms=tuple(t for t in inter if t in ("v2a", "a2v")),
+                pair_mask=None if contrast_all else unmasked_va,
+            )  # fmt: skip
+            vl = inter_modal_loss(
+                ctx.get("video"), None, shot_mask, l_shot, l_shot_mask, temperature=tau,
+                terms=tuple(t for t in inter if t in ("v2l", "l2v")),
+                pair_mask=None if contrast_all else unmasked_v,
+            )  # fmt: skip
+            terms |= {f"inter/{name}": va.get(name, vl.get(name)) for name in inter}
+        if cross:
+            v_a = self._cross("audio", ctx["audio"], shot_mask, ctx["video"], shot_mask)
+            v_l = self._cross("text", ctx["text"], b["text_mask"], ctx["video"], shot_mask)
+            has_text = b["text_mask"].any(dim=1, keepdim=True)
+            pairs = shot_mask & has_text if contrast_all else shot_mask & has_text & unmasked_va
+            cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross)
+            terms |= {f"cross/{name}": cm[name] for name in cross}
+
+        weight = {"intra": cfg.loss.intra, "inter": cfg.loss.inter, "cross": cfg.loss.cross}
+        loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
+        return LMPOutput(loss=loss, terms=terms)
+
+    # ------------------------------------------------------------------------------------- features
+    def encode(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        """Every downstream feature (Table 3) of a batch, unmasked; padding positions are zeros.
+
+        Returns v_base [N,k,Dv], a_base [N,k,Da] (the base features as given), v_ctx, a_ctx [N,k,d],
+        l_ctx [N,T,d], v_cross_a, v_cross_l [N,k,d], l_shot [N,k,d] (Eq. 4) and the masks shot_mask
+        [N,k], text_mask [N,T], l_shot_mask [N,k] (shot has language tokens), v_cross_l_mask [N,k]
+        (valid shot of a window with language; elsewhere v_cross_l, conditioned on no language, is zeroed).
+        The caller wraps it in torch.no_grad() and sets eval() as needed.
+        """
+        b = self.check_batch(batch)
+        shot_mask, text_mask = b["shot_mask"], b["text_mask"]
+        ctx = {m: self._contextual(m, b, None)[0] for m in MODALITIES}
+        v_a = self._cross("audio", ctx["audio"], shot_mask, ctx["video"], shot_mask)
+        v_l = self._cross("text", ctx["text"], text_mask, ctx["video"], shot_mask)
+        l_shot, l_shot_mask = language_per_shot(ctx["text"], text_mask, b["token_shot"])
+        s = shot_mask.unsqueeze(-1)
+        has_text = text_mask.any(dim=1, keepdim=True)
+        return {
+            "v_base": b["video"] * s,
+            "a_base": b["audio"] * s,
+            "v_ctx": ctx["video"] * s,
+            "a_ctx": ctx["audio"] * s,
+            "l_ctx": ctx["text"] * text_mask.unsqueeze(-1),
+            "v_cross_a": v_a * s,
+            "v_cross_l": v_l * (shot_mask & has_text).unsqueeze(-1),
+            "l_shot": l_shot,
+            "shot_mask": shot_mask,
+            "text_mask": text_mask,
+            "l_shot_mask": l_shot_mask & shot_mask,
+            "v_cross_l_mask": shot_mask & has_text,
+        }

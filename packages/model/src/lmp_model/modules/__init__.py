@@ -1,0 +1,13 @@
+"""Building blocks of the LMP model: embeddings, masking, contextual and cross-modal transformers."""
+
+from lmp_model.modules.embedding import ModalityEmbedding
+from lmp_model.modules.masking import sample_token_mask
+from lmp_model.modules.transformer import ContextualEncoder, CrossModalTransformer, attention_padding_mask
+
+__all__ = [
+    "ContextualEncoder",
+    "CrossModalTransformer",
+    "ModalityEmbedding",
+    "attention_padding_mask",
+    "sample_token_mask",
+]

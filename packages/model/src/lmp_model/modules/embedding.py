@@ -1,0 +1,42 @@
+"""Sec. 3.1: projection of one modality's base features to width d, position embedding, [MASK]."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lmp_model.config import ProjectionConfig
+
+
+class ModalityEmbedding(nn.Module):
+    """Linear projection + learned position embedding + a learned [MASK] vector for one modality.
+
+    `forward` returns (tokens, targets): tokens = input to the contextual transformer (projected,
+    [MASK] where `masked`, plus position), targets = the projected input tokens without position,
+    which are the targets of the masking loss (Eq. 1); leaving the position out keeps the loss from
+    being solved by a masked output that merely encodes where it sits.
+    """
+
+    def __init__(self, dim_in: int, d: int, max_len: int, cfg: ProjectionConfig):
+        super().__init__()
+        self.max_len = max_len
+        self.norm = nn.LayerNorm(dim_in) if cfg.input_norm else nn.Identity()
+        self.proj = nn.Linear(dim_in, d)
+        self.pos = nn.Embedding(max_len, d)
+        self.mask_token = nn.Parameter(torch.empty(d))
+        self.drop = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, x: Tensor, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        length = x.shape[1]
+        if length > self.max_len:
+            raise ValueError(
+                f"sequence of {length} tokens exceeds the position embedding size {self.max_len}"
+            )
+        target = self.proj(self.norm(x.to(self.proj.weight.dtype)))
+        h = target
+        if masked is not None:
+            h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
+        h = h + self.pos.weight[:length]
+        return self.drop(h), target
