@@ -75,7 +75,7 @@ class LMP(nn.Module):
                     f"LMP batch field {key!r}: expected a torch.Tensor, got {type(value).__name__}"
                 )
             out[key] = value.to(device)
-        video, audio, text = out["video"], out["audio"], out["text"]
+        video, text = out["video"], out["text"]
         if video.dim() != 3:
             raise ValueError(f"LMP batch field 'video': expected [N, k, Dv], got shape {tuple(video.shape)}")
         n, k = video.shape[:2]
