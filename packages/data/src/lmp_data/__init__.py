@@ -1,1 +1,46 @@
-"""lmp_data."""
+"""lmp_data: movies -> shots -> base features -> Zarr feature store -> shot windows.
+
+The public names load lazily (PEP 562), so `import lmp_data` imports neither torch nor zarr.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "FeatureStore": "lmp_data.store",
+    "InMemoryStore": "lmp_data.store",
+    "StoreError": "lmp_data.validate",
+    "ShotWindows": "lmp_data.windows",
+    "WindowsConfig": "lmp_data.windows",
+    "collate_windows": "lmp_data.windows",
+    "BATCH_KEYS": "lmp_data.batch",
+}
+__all__ = [
+    "BATCH_KEYS",
+    "FeatureStore",
+    "InMemoryStore",
+    "ShotWindows",
+    "StoreError",
+    "WindowsConfig",
+    "collate_windows",
+]
+
+if TYPE_CHECKING:
+    from lmp_data.batch import BATCH_KEYS
+    from lmp_data.store import FeatureStore, InMemoryStore
+    from lmp_data.validate import StoreError
+    from lmp_data.windows import ShotWindows, WindowsConfig, collate_windows
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lmp_data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
