@@ -1,0 +1,342 @@
+"""The LMP model: terms, gradient routing, padding invariance, masking, encode, configs."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from lmp_model import LMP, ModelConfig, load_model_config
+from lmp_model.config import ALL_TERMS, model_config_to_dict
+from lmp_model.losses import info_nce, masked_token_loss
+from lmp_model.modules import sample_token_mask
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "model"
+DIMS = {"video": 20, "audio": 12, "text": 16}
+
+
+def tiny(*overrides: str) -> ModelConfig:
+    return load_model_config(CONFIGS / "tiny.yaml", list(overrides))
+
+
+def make_batch(n=4, k=8, t=12, seed=0):
+    """Synthetic window batch: one window with padding past shot 5, one without text."""
+    g = torch.Generator().manual_seed(seed)
+    shot_mask = torch.ones(n, k, dtype=torch.bool)
+    shot_mask[1, 5:] = False
+    text_mask = torch.ones(n, t, dtype=torch.bool)
+    text_mask[0, 9:] = False
+    text_mask[2] = False
+    token_shot = torch.zeros(n, t, k, dtype=torch.bool)
+    for j in range(n):  # token c spans shot c * k // t (and the next one for every third token)
+        for c in range(t):
+            token_shot[j, c, c * k // t] = True
+            if c % 3 == 0:
+                token_shot[j, c, min(k - 1, c * k // t + 1)] = True
+    token_shot &= text_mask.unsqueeze(-1)
+    return {
+        "video": torch.randn(n, k, DIMS["video"], generator=g) * shot_mask.unsqueeze(-1),
+        "audio": torch.randn(n, k, DIMS["audio"], generator=g) * shot_mask.unsqueeze(-1),
+        "shot_mask": shot_mask,
+        "text": torch.randn(n, t, DIMS["text"], generator=g) * text_mask.unsqueeze(-1),
+        "text_mask": text_mask,
+        "token_shot": token_shot,
+        "start": torch.zeros(n, dtype=torch.int64),
+        "movie": [f"m{j}" for j in range(n)],
+    }
+
+
+def build(cfg=None, seed=0):
+    torch.manual_seed(seed)
+    return LMP(cfg or tiny(), DIMS)
+
+
+MODULES = [f"embed.{m}.{p}" for m in ("video", "audio", "text") for p in ("proj", "pos", "mask_token")]
+MODULES += [f"context.{m}" for m in ("video", "audio", "text")] + ["cross.audio", "cross.text"]
+
+
+def grads_by_module(model):
+    """Module name -> True if some parameter under it got a non-zero gradient."""
+    params = dict(model.named_parameters())
+    return {
+        mod: any(
+            p.grad is not None and p.grad.abs().sum() > 0 for n, p in params.items() if n.startswith(mod)
+        )
+        for mod in MODULES
+    }
+
+
+# --------------------------------------------------------------------------------------- forward
+def test_forward_returns_every_term_and_the_weighted_total():
+    model = build(tiny("loss.intra=0.5", "loss.cross=2.0"))
+    out = model(make_batch(), generator=torch.Generator().manual_seed(0))
+    assert tuple(out.terms) == ALL_TERMS
+    assert all(torch.isfinite(v) and v.item() > 0 for v in out.terms.values())
+    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0}
+    total = sum(w[name.split("/")[0]] * v.item() for name, v in out.terms.items())
+    assert out.loss.item() == pytest.approx(total, rel=1e-6)
+
+
+def test_terms_are_the_losses_of_the_internal_features():
+    """intra/video = Eq. 1 over the masked video tokens; inter/v2a = InfoNCE over all valid shots."""
+    model = build()
+    batch = make_batch()
+    captured = {}
+    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    model.embed["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v_target", o[1]))
+    masked = model.sample_masks(batch, torch.Generator().manual_seed(3))
+    out = model(batch, masked=masked)
+    sel = masked["video"]
+    assert sel.sum() == sum(math.floor(0.2 * n + 0.5) for n in batch["shot_mask"].sum(1).tolist())
+    ref = masked_token_loss(captured["v"][sel], captured["v_target"][sel])
+    assert out.terms["intra/video"].item() == pytest.approx(ref.item(), rel=1e-6)
+    sm = batch["shot_mask"]
+    assert out.terms["inter/v2a"].item() == pytest.approx(
+        info_nce(captured["v"][sm], captured["a"][sm], 0.3).item()
+    )
+
+
+def test_masked_inputs_are_replaced_by_the_mask_token():
+    """Changing a base feature at a [MASK] position changes only the masking targets, not the context."""
+    model = build()
+    batch = make_batch()
+    masked = model.sample_masks(batch, torch.Generator().manual_seed(1))
+    out1 = model(batch, masked=masked)
+    noise = torch.randn(batch["video"].shape, generator=torch.Generator().manual_seed(2))
+    changed = dict(batch, video=batch["video"] + 3.0 * noise * masked["video"].unsqueeze(-1))
+    out2 = model(changed, masked=masked)
+    for name in ALL_TERMS:
+        if name == "intra/video":
+            assert out1.terms[name].item() != pytest.approx(out2.terms[name].item(), rel=1e-4)
+        else:
+            assert out1.terms[name].item() == pytest.approx(out2.terms[name].item(), rel=1e-5), name
+
+
+# ------------------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize(
+    "overrides,expect_off",
+    [
+        ([], set()),
+        (["loss.cross=0"], {"cross.audio", "cross.text"}),
+        (["loss.intra=0"], {"embed.video.mask_token", "embed.audio.mask_token", "embed.text.mask_token"}),
+        (
+            ["loss.intra=0", "loss.cross=0", "loss.disabled=[inter/v2l,inter/l2v]"],
+            {"embed.video.mask_token", "embed.audio.mask_token", "cross.audio", "cross.text"}
+            | {"embed.text.proj", "embed.text.pos", "embed.text.mask_token", "context.text"},
+        ),
+        (
+            ["loss.inter=0", "loss.cross=0", "loss.disabled=[intra/audio]"],
+            {"embed.audio.proj", "embed.audio.pos", "embed.audio.mask_token", "context.audio"}
+            | {"cross.audio", "cross.text"},
+        ),
+    ],
+    ids=["all", "no-cross", "no-intra", "v2a-only", "intra-video-text"],
+)
+def test_gradients_reach_exactly_the_modules_whose_loss_is_on(overrides, expect_off):
+    model = build(tiny(*overrides))
+    out = model(make_batch(), generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    got = grads_by_module(model)
+    assert {m for m, on in got.items() if not on} == expect_off
+    for name, p in model.named_parameters():
+        if any(name.startswith(m) for m in expect_off):
+            assert p.grad is None, name  # not even computed
+
+
+def test_every_term_off_is_an_error_and_unknown_term_names_are_refused():
+    with pytest.raises(ValueError, match="every loss term is off"):
+        build(tiny("loss.intra=0", "loss.inter=0", "loss.cross=0"))(make_batch())
+    with pytest.raises(ValueError, match="loss.disabled"):
+        tiny("loss.disabled=[inter/v2x]")
+
+
+def test_shared_cross_modal_transformer_gets_gradients():
+    model = build(tiny("cross.shared=true"))
+    assert "cross.shared" in dict(model.named_modules()) and "cross.audio" not in dict(model.named_modules())
+    model(make_batch()).loss.backward()
+    assert model.cross["shared"].source_type.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ padding & masks
+def _pad(batch, masked, extra_shots=3, extra_tokens=4):
+    """Add padded shots, padded tokens (garbage features) and one fully padded window."""
+    n, k, _ = batch["video"].shape
+    t = batch["text"].shape[1]
+    g = torch.Generator().manual_seed(9)
+
+    def grow(x, shape, fill_random):
+        out = torch.randn(shape, generator=g) * 10 if fill_random else torch.zeros(shape, dtype=x.dtype)
+        out[tuple(slice(0, s) for s in x.shape)] = x
+        return out
+
+    padded = {
+        "video": grow(batch["video"], (n + 1, k + extra_shots, DIMS["video"]), True),
+        "audio": grow(batch["audio"], (n + 1, k + extra_shots, DIMS["audio"]), True),
+        "text": grow(batch["text"], (n + 1, t + extra_tokens, DIMS["text"]), True),
+        "shot_mask": grow(batch["shot_mask"], (n + 1, k + extra_shots), False),
+        "text_mask": grow(batch["text_mask"], (n + 1, t + extra_tokens), False),
+        "token_shot": grow(batch["token_shot"], (n + 1, t + extra_tokens, k + extra_shots), False),
+    }
+    pm = {
+        "video": grow(masked["video"], (n + 1, k + extra_shots), False),
+        "audio": grow(masked["audio"], (n + 1, k + extra_shots), False),
+        "text": grow(masked["text"], (n + 1, t + extra_tokens), False),
+    }
+    return padded, pm
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_padding_does_not_change_the_loss(shared):
+    model = build(tiny(f"cross.shared={shared}")).eval()
+    batch = make_batch()
+    masked = model.sample_masks(batch, torch.Generator().manual_seed(4))
+    padded, pmasked = _pad(batch, masked)
+    out, out_p = model(batch, masked=masked), model(padded, masked=pmasked)
+    for name in ALL_TERMS:
+        assert out_p.terms[name].item() == pytest.approx(out.terms[name].item(), rel=1e-4, abs=1e-5), name
+    f, fp = model.encode(batch), model.encode(padded)
+    n, k = batch["shot_mask"].shape
+    sm = batch["shot_mask"]
+    for key in ("v_ctx", "a_ctx", "v_cross_a", "v_cross_l", "l_shot"):
+        torch.testing.assert_close(fp[key][:n, :k][sm], f[key][sm], rtol=1e-4, atol=1e-5)
+
+
+def test_masking_ratio_and_uniformity():
+    g = torch.Generator().manual_seed(0)
+    valid = torch.rand(64, 50, generator=g) > 0.3
+    valid[0] = False
+    valid[1, :3] = True
+    valid[1, 3:] = False
+    masked = sample_token_mask(valid, 0.2, g)
+    assert not (masked & ~valid).any()
+    counts = masked.sum(1)
+    expected = torch.floor(valid.sum(1) * 0.2 + 0.5).long()
+    assert torch.equal(counts, expected)
+    assert counts[0] == 0 and counts[1] == 1
+    assert masked.sum() / valid.sum() == pytest.approx(0.2, abs=0.01)
+    # uniform over positions: every valid position of a full row is hit ~20% of the time
+    full = torch.ones(4000, 30, dtype=torch.bool)
+    freq = sample_token_mask(full, 0.2, g).float().mean(0)
+    assert freq.min() > 0.17 and freq.max() < 0.23
+    assert not sample_token_mask(full, 0.0, g).any()
+
+
+def test_deterministic_given_a_seed():
+    model = build()
+    batch = make_batch()
+    a = model(batch, generator=torch.Generator().manual_seed(7)).loss.item()
+    b = model(batch, generator=torch.Generator().manual_seed(7)).loss.item()
+    c = model(batch, generator=torch.Generator().manual_seed(8)).loss.item()
+    assert a == b and a != c
+    torch.manual_seed(5)
+    d = model(batch).loss.item()
+    torch.manual_seed(5)
+    assert model(batch).loss.item() == d
+    # same seed -> same initial weights
+    w1, w2 = build(seed=3).state_dict(), build(seed=3).state_dict()
+    assert all(torch.equal(w1[key], w2[key]) for key in w1)
+
+
+def test_batches_without_text_or_shots_stay_finite():
+    model = build()
+    batch = make_batch()
+    empty_text = dict(batch, text_mask=torch.zeros_like(batch["text_mask"]))
+    empty_text["token_shot"] = torch.zeros_like(batch["token_shot"])
+    out = model(empty_text)
+    assert torch.isfinite(out.loss)
+    for name in ("inter/v2l", "inter/l2v", "cross/a2l", "cross/l2a", "intra/text"):
+        assert out.terms[name].item() == 0.0
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    no_tokens = dict(batch, text=batch["text"][:, :0], text_mask=batch["text_mask"][:, :0])
+    no_tokens["token_shot"] = batch["token_shot"][:, :0]
+    assert torch.isfinite(model(no_tokens).loss)
+    feats = model.encode(no_tokens)
+    assert feats["l_ctx"].shape == (4, 1, 32) and not feats["text_mask"].any()
+    nothing = dict(empty_text, shot_mask=torch.zeros_like(batch["shot_mask"]))
+    out = model(nothing)
+    assert out.loss.item() == 0.0
+    assert all(torch.isfinite(v).all() for v in model.encode(nothing).values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------------------------------- encode
+def test_encode_shapes_keys_and_masks():
+    model = build().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        f = model.encode(batch)
+    n, k, t, d = 4, 8, 12, 32
+    shapes = {
+        "v_base": (n, k, DIMS["video"]),
+        "a_base": (n, k, DIMS["audio"]),
+        "v_ctx": (n, k, d),
+        "a_ctx": (n, k, d),
+        "l_ctx": (n, t, d),
+        "v_cross_a": (n, k, d),
+        "v_cross_l": (n, k, d),
+        "l_shot": (n, k, d),
+        "shot_mask": (n, k),
+        "text_mask": (n, t),
+        "l_shot_mask": (n, k),
+        "v_cross_l_mask": (n, k),
+    }
+    assert {key: tuple(v.shape) for key, v in f.items()} == shapes
+    assert torch.equal(f["v_base"], batch["video"]) and torch.equal(f["shot_mask"], batch["shot_mask"])
+    assert (f["v_ctx"][1, 5:] == 0).all() and (f["v_ctx"][1, :5] != 0).any()
+    assert (f["l_ctx"][2] == 0).all() and not f["v_cross_l_mask"][2].any() and (f["v_cross_l"][2] == 0).all()
+    assert f["l_shot_mask"][3].all() and not f["l_shot_mask"][2].any()
+    assert f["l_shot_mask"][0, :6].all() and not f["l_shot_mask"][0, 6:].any()  # no token after shot 5
+    # encode is deterministic in eval and does no masking: equal to a forward with nothing masked
+    with torch.no_grad():
+        assert torch.equal(model.encode(batch)["v_cross_a"], f["v_cross_a"])
+
+
+def test_bad_batches_name_the_field():
+    model = build()
+    batch = make_batch()
+    with pytest.raises(ValueError, match="'audio'.*expected shape"):
+        model(dict(batch, audio=batch["audio"][..., :5]))
+    with pytest.raises(ValueError, match="missing field 'token_shot'"):
+        model({key: v for key, v in batch.items() if key != "token_shot"})
+    with pytest.raises(ValueError, match="max_shots"):
+        model(make_batch(k=20))
+    with pytest.raises(ValueError, match="dims"):
+        LMP(tiny(), {"video": 4, "audio": 4})
+
+
+# --------------------------------------------------------------------------------------- configs
+def test_yaml_configs_load_with_overrides():
+    paper = load_model_config(CONFIGS / "paper.yaml")
+    assert (paper.encoder.layers, paper.cross.layers, paper.loss.temperature, paper.masking.ratio) == (
+        3,
+        3,
+        0.3,
+        0.2,
+    )
+    assert paper.max_shots >= 60
+    demo = load_model_config(CONFIGS / "demo.yaml", ["encoder.d=64", "loss.intra=0"])
+    assert demo.d == 64 and demo.loss.enabled_terms() == ALL_TERMS[3:]
+    assert ModelConfig().encoder.layers == 3 and ModelConfig().loss.temperature == 0.3
+    assert model_config_to_dict(demo)["encoder"]["d"] == 64
+    with pytest.raises(ConfigKeyError):
+        load_model_config(CONFIGS / "tiny.yaml", ["encoder.depth=2"])
+    with pytest.raises(ValidationError):
+        load_model_config(CONFIGS / "tiny.yaml", ["encoder.d=wide"])
+    with pytest.raises(ValueError, match="encoder.heads"):
+        load_model_config(CONFIGS / "tiny.yaml", ["encoder.heads=5"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_model_config(CONFIGS / "nope.yaml")
+
+
+def test_stop_gradient_option_changes_only_the_target_path():
+    batch = make_batch()
+    masked = build().sample_masks(batch, torch.Generator().manual_seed(2))
+    grads = {}
+    for sg in (False, True):
+        model = build(tiny("loss.inter=0", "loss.cross=0", f"masking.stop_gradient={sg}"))
+        out = model(batch, masked=masked)
+        out.loss.backward()
+        grads[sg] = (out.loss.item(), model.embed["video"].proj.weight.grad.clone())
+    assert grads[False][0] == pytest.approx(grads[True][0])
+    assert not torch.allclose(grads[False][1], grads[True][1])
