@@ -17,8 +17,9 @@ requeued job runs `lmp-pretrain ... --resume`, which continues from that checkpo
     ...
     except preempt.Preempted: sys.exit(preempt.PREEMPTED_EXIT_CODE)
 
-A second SIGTERM (or SIGINT) falls through to the previous handler, so a user can still kill a run that
-does not reach a step boundary.
+Repeated signals are not escalated: under SLURM a task often gets SIGTERM twice (from slurmd and from
+srun), and the second must not kill a save in progress. A run stuck before a step boundary is ended by
+SLURM's SIGKILL after `KillWait` seconds (or by `kill -KILL`). SIGINT is left alone (Ctrl-C still works).
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ DEFAULT_SIGNALS = ("USR1", "USR2", "TERM")
 """USR1: `slurm/pretrain.sh`'s time-limit warning (forwarded by the batch shell through srun);
 USR2: submitit's; TERM: preemption / `scontrol requeue` / `scancel` (KillWait seconds before SIGKILL).
 Override with LMP_PREEMPT_SIGNALS="USR1,TERM" (e.g. where NCCL or another library owns USR1)."""
-
-_ESCALATE = frozenset({"TERM", "INT"})  # a second one of these is not swallowed
 
 _event = threading.Event()
 _reason: str | None = None
@@ -80,17 +79,7 @@ def _parse(signals: Iterable[str | int | signal.Signals]) -> list[signal.Signals
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    sig = signal.Signals(signum)
-    name = sig.name.removeprefix("SIG")
-    if _event.is_set() and name in _ESCALATE:
-        prev = _previous.get(signum, signal.SIG_DFL)
-        signal.signal(signum, prev)
-        if callable(prev):
-            prev(signum, frame)
-        else:
-            os.kill(os.getpid(), signum)
-        return
-    request(f"SIG{name}")
+    request(signal.Signals(signum).name)
 
 
 def install_handler(signals: Iterable[str | int | signal.Signals] | None = None) -> threading.Event:

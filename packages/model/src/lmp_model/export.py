@@ -1,0 +1,171 @@
+"""Pretrained LMP weights on disk, without pickle: `save_pretrained` / `load_pretrained`.
+
+A pretrained folder holds
+- `model.safetensors`: consolidated fp32 weights (the module's state_dict),
+- `lmp.json`: format, model config, base feature dims, the store's encoders, pretrain meta,
+- `pretrain.yaml` (optional): the resolved pretraining config that produced it.
+`load_pretrained` also takes an MLflow run: "runs:/<run id>" (its `export/` artifact folder),
+"runs:/<run id>/<artifact path>", or a bare 32-hex run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from lmp_model.config import ModelConfig, model_config_to_dict
+from lmp_model.model import LMP
+
+FORMAT = "lmp-pretrained"
+VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+INFO_FILE = "lmp.json"
+PRETRAIN_FILE = "pretrain.yaml"
+EXPORT_ARTIFACT = "export"
+"""Artifact folder of a pretraining MLflow run that holds the export."""
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def save_pretrained(
+    out_dir: str | os.PathLike,
+    weights: LMP | Mapping[str, torch.Tensor],
+    *,
+    cfg: ModelConfig | None = None,
+    dims: Mapping[str, int] | None = None,
+    encoders: Mapping[str, Any] | None = None,
+    pretrain_yaml: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a pretrained folder atomically (built beside `out_dir`, then renamed into place).
+
+    `weights` is an `LMP` (cfg and dims taken from it) or a state_dict (then `cfg` and `dims` are
+    required). Floating tensors are stored as fp32.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if isinstance(weights, LMP):
+        cfg, dims, state = weights.cfg, weights.dims, weights.state_dict()
+    else:
+        state = dict(weights)
+        if cfg is None or dims is None:
+            raise ValueError("save_pretrained: a state_dict needs cfg= and dims=")
+    tensors = {
+        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu())
+        .contiguous()
+        .clone()
+        for k, v in state.items()
+    }
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model_config_to_dict(cfg),
+        "dims": {m: int(d) for m, d in dims.items()},
+        "encoders": dict(encoders) if encoders is not None else None,
+        "meta": dict(meta or {}),
+    }
+    tmp = out.parent / f".tmp-{out.name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
+        if pretrain_yaml is not None:
+            (tmp / PRETRAIN_FILE).write_text(pretrain_yaml)
+        if out.exists():
+            old = out.parent / f".old-{out.name}.{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def resolve_pretrained(path: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+    """A local pretrained folder for `path`: a folder, or an MLflow run (downloaded)."""
+    s = str(path)
+    local = Path(s)
+    if local.exists() or not (s.startswith("runs:/") or _RUN_ID.match(s)):
+        return local
+    from mlflow.artifacts import download_artifacts
+
+    from lmp_model.tracking import default_tracking_uri
+
+    uri = s if s.startswith("runs:/") else f"runs:/{s}"
+    if uri.rstrip("/").count("/") == 1:  # runs:/<id> -> its export folder
+        uri = f"{uri.rstrip('/')}/{EXPORT_ARTIFACT}"
+    return Path(download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri or default_tracking_uri()))
+
+
+def load_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The `lmp.json` of a pretrained folder, checked."""
+    p = Path(path) / INFO_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"pretrained weights {path}: no {INFO_FILE} (not an LMP export folder)")
+    info = json.loads(p.read_text())
+    if info.get("format") != FORMAT or info.get("version") != VERSION:
+        raise ValueError(
+            f"{p}: format {info.get('format')!r} version {info.get('version')!r}, expected {FORMAT!r} {VERSION}"
+        )
+    for key in ("model", "dims"):
+        if not isinstance(info.get(key), dict):
+            raise ValueError(f"{p}: field {key!r} missing or not an object")
+    return info
+
+
+def load_pretrained(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", tracking_uri: str | None = None
+) -> LMP:
+    """An `LMP` with the exported weights (eval mode). `path`: folder, "runs:/<id>[/path]" or run id.
+
+    The returned model carries `.encoders` (the store's encoders it was trained on) and `.pretrained_meta`.
+    """
+    from safetensors.torch import load_file
+
+    folder = resolve_pretrained(path, tracking_uri)
+    info = load_info(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"pretrained weights {folder}: no {WEIGHTS_FILE}")
+    cfg = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(info["model"]))
+    )
+    model = LMP(cfg, info["dims"])
+    state = load_file(str(weights), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights}: weights do not match the model config in {INFO_FILE}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.to(map_location).eval()
+    model.encoders = info.get("encoders")
+    model.pretrained_meta = info.get("meta", {})
+    return model
+
+
+def check_store_encoders(model: LMP, store_encoders: Mapping[str, Any]) -> None:
+    """Refuse a store whose encoders (name, dim) differ from those the model was pretrained on."""
+    mine = getattr(model, "encoders", None)
+    if not mine:
+        return
+    for m, spec in mine.items():
+        other = store_encoders.get(m, {})
+        if (spec.get("name"), spec.get("dim")) != (other.get("name"), other.get("dim")):
+            raise ValueError(
+                f"encoders.{m}: model was pretrained on {spec.get('name')!r} (dim {spec.get('dim')}), "
+                f"store has {other.get('name')!r} (dim {other.get('dim')})"
+            )

@@ -1,0 +1,228 @@
+"""`PretrainConfig`: model + data + training + MLflow, one typed dataclass per part (torchtitan style).
+
+Whole configs are YAML under `experiments/configs/pretrain/`, loaded onto the dataclasses with OmegaConf
+structured configs plus `key=value` overrides (`load_pretrain_config`). A YAML may name a model YAML with
+`model_file:` (relative to its own folder); its `model:` keys then override that file's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lmp_model.config import ModelConfig
+
+DEMO_SIZES = ("tiny", "small", "default", "large")
+
+
+class ConfigError(ValueError):
+    """An invalid pretraining config; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    """Which windows the model trains on."""
+
+    store: str = ""
+    """Feature store folder. Empty: use the generated demo store (`demo`)."""
+    demo: str = ""
+    """With `store` empty: generate (once) and use the demo benchmark's pretraining store of this size
+    ("tiny", "small", "default", "large") under `demo_dir`."""
+    demo_seed: int = 0
+    demo_dir: str = ""
+    """Where the demo is generated; empty: `<repo root>/outputs/demo/<size>-seed<demo_seed>`."""
+    k: int = 30
+    """Shots per window (paper: 30)."""
+    windows_per_epoch: int | None = None
+    """Random windows per epoch (all ranks together); None: ceil(total shots / k) (see ShotWindows)."""
+    memory_dtype: str = "float32"
+    """In-memory feature dtype of the loaded store (float16 halves memory)."""
+    split: str = ""
+    """Keep only movies whose manifest column `split` equals this (empty: all movies)."""
+    movies: list[str] = field(default_factory=list)
+    """Keep only these movie ids (empty: all)."""
+    prefetch: int = 2
+    """Batches prepared ahead by a background thread (0: build each batch inline)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, parallelism, checkpoints. Steps count optimizer steps (one global batch each)."""
+
+    seed: int = 0
+    steps: int = 0
+    """Optimizer steps; 0 means derive them from `epochs`."""
+    epochs: float = 0.0
+    """Passes over `data.windows_per_epoch` windows, used when `steps` is 0."""
+    micro_batch: int = 16
+    """Windows per rank per forward/backward."""
+    global_batch: int = 0
+    """Windows per optimizer step over all ranks (paper: 1024), reached by gradient accumulation
+    (global / (micro_batch * world size) micro-batches per step). 0: micro_batch * world size.
+    Note: the contrastive losses see the negatives of one micro-batch, not of the global batch."""
+    lr: float = 1e-3
+    """Peak learning rate (paper: 1e-3), reached after warm-up, then cosine annealing."""
+    min_lr_ratio: float = 0.0
+    """Final lr as a fraction of `lr` at the end of the cosine."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to `lr` over this many steps (the paper gives none)."""
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    decay_norm_and_bias: bool = False
+    """False: biases, LayerNorms, position and [MASK] embeddings get no weight decay (common practice)."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage 0-3 (0: plain data parallel)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    bf16: str = "auto"
+    """"auto": bf16 where the accelerator supports it, fp32 on CPU; "true"; "false"."""
+    device: str = "auto"
+    """"auto" (cuda if available, else cpu), "cpu" or "cuda"."""
+    threads: int = 0
+    """torch intra-op threads per rank; 0 leaves torch's default (torchrun sets 1 per process)."""
+    ckpt_every: int = 0
+    """Checkpoint every N optimizer steps (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept (the oldest are deleted once a newer one is complete); 0 keeps all."""
+    out_dir: str = "runs/pretrain"
+    """Runs go to `<out_dir>/<name>` (relative paths: from the working directory)."""
+    log_every: int = 1
+    """Log metrics every N optimizer steps."""
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    experiment: str = "lmp-pretrain"
+    run_name: str = ""
+    """Empty: the config's `name`."""
+    tracking_uri: str = ""
+    """Empty: MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db."""
+    parent_run_id: str = ""
+    """Nest this run under a parent (a sweep's run)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    log_weights: bool = True
+    """Log the exported weights folder as an artifact."""
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "pretrain"
+    """Run name: the run folder `<train.out_dir>/<name>` and the default MLflow run name."""
+    model_file: str = ""
+    """Optional model YAML (relative to the pretrain YAML's folder) under the `model:` keys."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.out_dir) / self.name
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Raise ConfigError naming the key when a value is out of range (model keys: ModelConfig's own)."""
+    t, d = cfg.train, cfg.data
+    checks = [
+        (t.steps >= 0, "train.steps", f">= 0, got {t.steps}"),
+        (t.epochs >= 0, "train.epochs", f">= 0, got {t.epochs}"),
+        (t.steps > 0 or t.epochs > 0, "train.steps", "train.steps > 0 or train.epochs > 0"),
+        (t.micro_batch >= 1, "train.micro_batch", f">= 1, got {t.micro_batch}"),
+        (t.global_batch >= 0, "train.global_batch", f">= 0, got {t.global_batch}"),
+        (t.lr > 0, "train.lr", f"> 0, got {t.lr}"),
+        (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"in [0, 1], got {t.min_lr_ratio}"),
+        (t.warmup_steps >= 0, "train.warmup_steps", f">= 0, got {t.warmup_steps}"),
+        (t.weight_decay >= 0, "train.weight_decay", f">= 0, got {t.weight_decay}"),
+        (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas", f"two values in [0, 1), got {t.betas}"),
+        (t.zero_stage in (0, 1, 2, 3), "train.zero_stage", f"0, 1, 2 or 3, got {t.zero_stage}"),
+        (t.grad_clip >= 0, "train.grad_clip", f">= 0, got {t.grad_clip}"),
+        (str(t.bf16).lower() in ("auto", "true", "false"), "train.bf16", f"auto, true or false, got {t.bf16!r}"),
+        (t.device in ("auto", "cpu", "cuda"), "train.device", f"auto, cpu or cuda, got {t.device!r}"),
+        (t.threads >= 0, "train.threads", f">= 0, got {t.threads}"),
+        (t.ckpt_every >= 0, "train.ckpt_every", f">= 0, got {t.ckpt_every}"),
+        (t.keep_last >= 0, "train.keep_last", f">= 0, got {t.keep_last}"),
+        (t.log_every >= 1, "train.log_every", f">= 1, got {t.log_every}"),
+        (bool(t.out_dir), "train.out_dir", "a folder"),
+        (d.k >= 1, "data.k", f">= 1, got {d.k}"),
+        (d.k <= cfg.model.max_shots, "data.k", f"<= model.max_shots={cfg.model.max_shots}, got {d.k}"),
+        (d.windows_per_epoch is None or d.windows_per_epoch >= 1, "data.windows_per_epoch", ">= 1 or null"),
+        (d.prefetch >= 0, "data.prefetch", f">= 0, got {d.prefetch}"),
+        (bool(d.store) or d.demo in DEMO_SIZES, "data.store", f"a store folder, or data.demo in {DEMO_SIZES}"),
+        (not d.demo or d.demo in DEMO_SIZES, "data.demo", f"one of {DEMO_SIZES} or empty, got {d.demo!r}"),
+        (d.memory_dtype in ("float32", "float16"), "data.memory_dtype", f"float32 or float16, got {d.memory_dtype!r}"),
+        (_safe_name(cfg.name), "name", f"letters, digits, '.', '_', '-' (a folder name), got {cfg.name!r}"),
+        (bool(cfg.mlflow.experiment), "mlflow.experiment", "a non-empty name"),
+    ]  # fmt: skip
+    for ok, key, expected in checks:
+        if not ok:
+            raise ConfigError(f"pretrain config {key}: expected {expected}")
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and all(c.isalnum() or c in "._-" for c in name)
+
+
+def load_pretrain_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Load a pretrain YAML plus `key=value` overrides (OmegaConf dotlist) into a `PretrainConfig`.
+
+    Unknown keys, wrongly typed values and out-of-range values raise `ConfigError` naming the file or
+    override and the key.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    try:
+        parts: list[Any] = [OmegaConf.structured(PretrainConfig)]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"pretrain config {path}: no such file")
+            raw = OmegaConf.load(path)
+            model_file = raw.get("model_file") if hasattr(raw, "get") else None
+            if model_file:
+                mpath = (path.parent / str(model_file)).resolve()
+                if not mpath.is_file():
+                    raise ConfigError(f"pretrain config {path}: model_file {mpath}: no such file")
+                parts.append(OmegaConf.create({"model": OmegaConf.load(mpath)}))
+            parts.append(raw)
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"overrides {bad}: expected key=value")
+            source += " + overrides " + " ".join(overrides)
+            parts.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(OmegaConf.merge(*parts))
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: invalid key {key!r}: {msg}") from e
+    except ValueError as e:  # ModelConfig's own range checks
+        raise ConfigError(f"{source}: {e}") from e
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    return cfg
+
+
+def config_to_dict(cfg: PretrainConfig) -> dict[str, Any]:
+    """Plain nested dict (for checkpoints, MLflow params, YAML)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def config_to_yaml(cfg: PretrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_from_dict(d: dict[str, Any]) -> PretrainConfig:
+    """Inverse of `config_to_dict` (validated)."""
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.create(d)))
+    validate(cfg)
+    return cfg

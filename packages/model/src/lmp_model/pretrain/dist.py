@@ -1,0 +1,124 @@
+"""torch.distributed set-up and tear-down for one pretraining run.
+
+World size comes from the launcher: RANK / WORLD_SIZE / LOCAL_RANK (torchrun, `deepspeed`), else
+SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun), else a single process. Missing rendezvous
+variables are filled in (a single process gets a free port from binding port 0, so concurrent Ray
+trials never collide) and removed again at the end, together with the process group and DeepSpeed's
+cached groups, so a second run in the same process starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+
+import torch
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (bind port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _slurm_master_addr() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
+    if not nodes:
+        return "127.0.0.1"
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split()
+        return out[0] if out else "127.0.0.1"
+    except (OSError, subprocess.SubprocessError):
+        return nodes.split(",")[0]
+
+
+def launcher_env() -> dict[str, str]:
+    """The rendezvous variables this process lacks, derived from SLURM or for a single process."""
+    env = os.environ
+    add: dict[str, str] = {}
+    if "RANK" not in env and "SLURM_PROCID" in env:
+        add["RANK"] = env["SLURM_PROCID"]
+        add["WORLD_SIZE"] = env.get("SLURM_NTASKS", "1")
+        add["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        if "MASTER_ADDR" not in env:
+            add["MASTER_ADDR"] = _slurm_master_addr()
+        if "MASTER_PORT" not in env:  # every task of a job derives the same port from the job id
+            add["MASTER_PORT"] = str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+        return add
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in defaults.items():
+        if k not in env:
+            add[k] = v
+    if "MASTER_PORT" not in env:
+        world = int(add.get("WORLD_SIZE", env.get("WORLD_SIZE", "1")))
+        if world > 1:
+            raise RuntimeError("WORLD_SIZE > 1 but MASTER_PORT is not set: start the ranks with a launcher")
+        add["MASTER_PORT"] = str(free_port())
+    return add
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    owns_group: bool
+    added_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: str = "auto") -> DistContext:
+    """Initialise torch.distributed through DeepSpeed (gloo on CPU, NCCL on GPU) unless it already is
+    (e.g. Ray Train made the group); returns ranks and device."""
+    import deepspeed
+    import deepspeed.comm as dscomm
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but CUDA is not available")
+    backend = "nccl" if use_cuda else "gloo"
+    added = launcher_env()
+    os.environ.update(added)
+    owns = not dist.is_initialized()
+    try:
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    except Exception:
+        for k in added:
+            os.environ.pop(k, None)
+        raise
+    rank, world = dscomm.get_rank(), dscomm.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    return DistContext(rank, world, local_rank, dev, backend, owns, added)
+
+
+def teardown(ctx: DistContext | None) -> None:
+    """Destroy the process group we created, DeepSpeed's cached groups, and the env we added."""
+    if ctx is None:
+        return
+    import deepspeed.comm as dscomm
+    import deepspeed.comm.comm as dscomm_mod
+    import torch.distributed as dist
+
+    try:
+        if ctx.owns_group and dist.is_initialized():
+            dscomm.destroy_process_group()  # also releases deepspeed.utils.groups' references
+        dscomm_mod.cdb = None
+    finally:
+        for k in ctx.added_env:
+            os.environ.pop(k, None)

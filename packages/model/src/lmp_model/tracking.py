@@ -1,0 +1,198 @@
+"""Small MLflow helpers shared by pretraining, benchmarks and sweeps.
+
+- `default_tracking_uri()`: `MLFLOW_TRACKING_URI`, else a SQLite file at the repository root.
+- `git_commit()`: the commit the code runs from (a tag on every run).
+- `Tracker`: one MLflow run through an explicit `MlflowClient` (no global "active run", so concurrent
+  trials in one process never cross), nested under a parent run when given, resumable by run id.
+  If the tracking store is unreachable, or a call fails later, it logs ONE warning and from then on
+  does nothing: training never stops because tracking did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LEN = 6000
+"""MLflow 3 rejects longer param values; longer ones are truncated with a marker."""
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The workspace root (the folder holding `uv.lock` and `packages/`), searched upwards from `start`
+    (default: the working directory, then this file's location); the working directory if none."""
+    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve()]
+    for c in candidates:
+        for d in [c, *c.parents]:
+            if (d / "uv.lock").is_file() and (d / "packages").is_dir():
+                return d
+    return Path.cwd()
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo root>/mlflow.db`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD's commit hash (suffixed `-dirty` when tracked files differ), or "unknown" outside git."""
+    where = str(cwd or repo_root())
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--"], cwd=where, capture_output=True, timeout=10
+        ).returncode
+        return sha + ("-dirty" if dirty == 1 else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested mapping -> flat {"a.b.c": value} (lists stay values), for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+def _reachable(uri: str, timeout: float = 5.0) -> str | None:
+    """None if an http(s) tracking server answers `/health`, else the reason; other schemes: None."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:  # noqa: S310
+            return None if r.status == 200 else f"/health answered HTTP {r.status}"
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Absolute artifact root beside a SQLite store, so runs started from any folder (Ray trial
+    folders, SLURM job folders) put artifacts in one place; None (MLflow's default) otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """Id of experiment `name`, created (with an absolute artifact location) if missing; safe when two
+    processes race to create it."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except Exception:  # lost a creation race: the other process made it
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class Tracker:
+    """One MLflow run, tolerant of an unreachable store. `enabled=False` makes every call a no-op
+    (ranks other than 0 use that)."""
+
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str | None = None,
+        *,
+        tracking_uri: str | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.uri = tracking_uri or default_tracking_uri()
+        self.run_id: str | None = None
+        self.client: Any = None
+        self._warned = False
+        if not enabled:
+            return
+        reason = _reachable(self.uri)
+        if reason is not None:
+            self._disable(f"tracking server {self.uri} unreachable ({reason})")
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.uri)
+            if run_id:
+                self.client.update_run(run_id, status="RUNNING")
+                self.run_id = run_id
+            else:
+                exp_id = ensure_experiment(self.client, experiment, self.uri)
+                all_tags = {k: str(v) for k, v in (tags or {}).items()}
+                if parent_run_id:
+                    all_tags[PARENT_TAG] = parent_run_id
+                self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+        except Exception as e:  # noqa: BLE001 - any failure of the store means "no tracking"
+            self._disable(f"MLflow at {self.uri} failed ({type(e).__name__}: {e})")
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None and self.client is not None
+
+    def _disable(self, why: str) -> None:
+        if not self._warned:
+            log.warning("%s; training continues without MLflow tracking", why)
+            self._warned = True
+        self.client = None
+
+    def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> None:
+        if not self.active:
+            return
+        try:
+            getattr(self.client, fn_name)(self.run_id, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._disable(f"MLflow {fn_name} failed ({type(e).__name__}: {e})")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (already flat) params, 100 per request; long values truncated."""
+        from mlflow.entities import Param
+
+        items = []
+        for k, v in params.items():
+            s = str(v)
+            items.append(Param(k, s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."))
+        for i in range(0, len(items), 100):
+            self._call("log_batch", params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._call("log_batch", metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call("log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", str(path), artifact_path)
+
+    def log_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
+        for p in paths:
+            self.log_artifact(p, artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED / FAILED / KILLED."""
+        self._call("set_terminated", status=status)
