@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from lmp_data.ingest import audio as audio_mod
-from lmp_data.ingest import language, shots as shots_mod, video as video_mod
+from lmp_data.ingest import language
+from lmp_data.ingest import shots as shots_mod
+from lmp_data.ingest import video as video_mod
 from lmp_data.ingest.encoders import EncoderSet, build, load_config
 from lmp_data.ingest.errors import IngestError, MediaError
 

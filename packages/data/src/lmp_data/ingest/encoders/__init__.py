@@ -24,7 +24,7 @@ from lmp_data.ingest.encoders.base import AudioEncoder, TextEncoder, VideoEncode
 
 KINDS = ("video", "audio", "text")
 REGISTRY: dict[str, dict[str, Callable]] = {k: {} for k in KINDS}
-WEIGHTS_DIR = "${oc.env:LMP_WEIGHTS_DIR,~/.cache/lmp/weights}"
+WEIGHTS_DIR = "${oc.env:LMP_WEIGHTS_DIR,'~/.cache/lmp/weights'}"
 
 
 def register(kind: str, name: str):

@@ -19,6 +19,24 @@ import torch
 from lmp_data.ingest.encoders.base import HFTextEncoder, load_into, require_path, sha256_paths
 from lmp_data.ingest.encoders.vggish import SAMPLE_RATE, VGGish, VGGishFrontend
 
+WAV2VEC2_BASE = dict(  # torchaudio.models.wav2vec2_base's architecture, for `wav2vec2_arch` overrides
+    extractor_mode="group_norm",
+    extractor_conv_layer_config=None,
+    extractor_conv_bias=False,
+    encoder_embed_dim=768,
+    encoder_projection_dropout=0.1,
+    encoder_pos_conv_kernel=128,
+    encoder_pos_conv_groups=16,
+    encoder_num_layers=12,
+    encoder_num_heads=12,
+    encoder_attention_dropout=0.1,
+    encoder_ff_interm_features=3072,
+    encoder_ff_interm_dropout=0.1,
+    encoder_dropout=0.1,
+    encoder_layer_norm_first=False,
+    encoder_layer_drop=0.1,
+    aux_num_out=None,
+)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -37,7 +55,13 @@ class R2Plus1DVideo:
                 f"unknown video architecture {arch!r} (torchvision.models.video has r2plus1d_18)"
             )
         path = require_path(weights.get("model"), f"video encoder r2plus1d ({arch})")
-        model = getattr(tv_video, arch)(weights=None)
+        layers = options.get("layers")  # blocks per stage; default: the architecture's own ([2, 2, 2, 2])
+        if layers is None:
+            model = getattr(tv_video, arch)(weights=None)
+        else:
+            from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+            model = VideoResNet(BasicBlock, [Conv2Plus1D] * 4, list(layers), R2Plus1dStem)
         load_into(model, path, f"r2plus1d ({arch})")
         self.dim = int(model.fc.in_features)
         model.fc = torch.nn.Identity()
@@ -59,21 +83,22 @@ class VGGishWav2Vec2Audio:
     name = "vggish_wav2vec2"
 
     def __init__(self, device: torch.device, weights: dict, options: dict):
-        from torchaudio.models import wav2vec2_base
+        from torchaudio.models import wav2vec2_base, wav2vec2_model
 
         vggish_path = require_path(weights.get("vggish"), "audio encoder VGGish")
         w2v_path = require_path(
             weights.get("wav2vec2"), "audio encoder wav2vec 2.0 (torchaudio wav2vec2_base)"
         )
-        self.vggish, self.frontend = VGGish(), VGGishFrontend()
+        self.vggish, self.frontend = VGGish(int(options.get("vggish_hidden", 4096))), VGGishFrontend()
         load_into(self.vggish, vggish_path, "VGGish")
-        self.wav2vec2 = wav2vec2_base()
+        arch = options.get("wav2vec2_arch")  # wav2vec2_model(**arch) overrides; default: wav2vec2_base
+        self.wav2vec2 = wav2vec2_base() if arch is None else wav2vec2_model(**{**WAV2VEC2_BASE, **dict(arch)})
         load_into(self.wav2vec2, w2v_path, "wav2vec2_base")
         self.vggish, self.wav2vec2 = self.vggish.eval().to(device), self.wav2vec2.eval().to(device)
         self.frontend = self.frontend.to(device)
         self.device, self.sample_rate = device, SAMPLE_RATE
         self.max_seconds = float(options.get("max_seconds", 30.0))  # wav2vec2 sees at most this (centre)
-        self.dim = 128 + 768
+        self.dim = 128 + int(self.wav2vec2.encoder.transformer.layers[0].attention.k_proj.out_features)
         self.checksum = sha256_paths(vggish_path, w2v_path)
 
     @torch.inference_mode()

@@ -43,9 +43,9 @@ class VGGishFrontend(nn.Module):
 
 
 class VGGish(nn.Module):
-    """The VGGish network: log-mel patch [P, 1, 96, 64] -> 128-d embedding per patch."""
+    """The VGGish network: log-mel patch [P, 1, 96, 64] -> 128-d embedding per patch (`hidden`=4096 in the real one)."""
 
-    def __init__(self):
+    def __init__(self, hidden: int = 4096):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
