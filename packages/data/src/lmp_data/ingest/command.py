@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--shots", default="scenedetect", choices=("scenedetect", "transnetv2"))
     p.add_argument("--min-shot-len", type=float, default=0.25, metavar="S", help="seconds (default 0.25)")
     p.add_argument("--shot-threshold", type=float, default=None, help="detector threshold (default: its own)")
+    p.add_argument(
+        "--subtitle-encoding", default=None, help="encoding of non-UTF-8 subtitles (default: detect)"
+    )
     p.add_argument("--overwrite", action="store_true", help="re-ingest movies already in the store")
     p.add_argument("--dtype", default="float16", help="feature dtype of a new store (default float16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -29,12 +29,18 @@ class Cue:
     source: str  # SUBTITLE or DESCRIPTION
 
 
-def decode_text(path: Path, data: bytes) -> tuple[str, str]:
-    """Decode subtitle bytes: UTF-8 (with or without BOM) first, else the charset charset-normalizer detects."""
+def decode_text(path: Path, data: bytes, fallback: str | None = None) -> tuple[str, str]:
+    """Decode subtitle bytes: UTF-8 (with or without BOM) first, else `fallback` if given, else the charset
+    charset-normalizer detects (short Western texts can come out as a sibling code page: pass `fallback`)."""
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
+    if fallback:
+        try:
+            return data.decode(fallback), fallback
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise SubtitleError(path, f"neither UTF-8 nor {fallback}: {exc}") from exc
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
@@ -45,10 +51,10 @@ def decode_text(path: Path, data: bytes) -> tuple[str, str]:
     return str(best), best.encoding
 
 
-def read_subtitles(path: str | Path) -> tuple[list[Cue], dict]:
+def read_subtitles(path: str | Path, encoding: str | None = None) -> tuple[list[Cue], dict]:
     """Parse an SRT file with pysubs2; returns its cues (time order) and info for the manifest.
 
-    An empty file gives no cues. A non-empty file in which no cue parses raises `SubtitleError`. Cues with
+    Non-UTF-8 files are decoded with `encoding` if given, else with the detected charset. An empty file gives no cues. A non-empty file in which no cue parses raises `SubtitleError`. Cues with
     no text or with `end <= start` are dropped (counted in the info); overlapping cues are kept as they are.
     """
     import pysubs2
@@ -65,7 +71,7 @@ def read_subtitles(path: str | Path) -> tuple[list[Cue], dict]:
             "subtitle_dropped": 0,
             "subtitle_empty": True,
         }
-    text, encoding = decode_text(path, data)
+    text, encoding = decode_text(path, data, encoding)
     try:
         subs = pysubs2.SSAFile.from_string(text, format_="srt")
     except Exception as exc:  # pysubs2 raises several types for bad input

@@ -81,7 +81,7 @@ def write_movie(
     spoken = False
     if audio:
         t = np.arange(len(wave)) / SAMPLE_RATE
-        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for a, b in zip(bounds[:-1], bounds[1:]):
             sl = slice(int(a * SAMPLE_RATE), int(b * SAMPLE_RATE))
             freq = 220.0 * 2 ** (rng.integers(0, 24) / 12)
             wave[sl] = 0.15 * np.sin(2 * np.pi * freq * t[sl]) + 0.02 * rng.standard_normal(len(t[sl]))

@@ -42,6 +42,7 @@ class IngestConfig:
     overwrite: bool = False  # re-ingest movies already in the store
     dtype: str = "float16"  # feature dtype of a new store
     max_tokens_per_cue: int = 128
+    subtitle_encoding: str | None = None  # for non-UTF-8 subtitles; None: detect with charset-normalizer
     progress: bool = True
 
 
@@ -180,7 +181,7 @@ def _language(
 ) -> language.TokenizedCues:
     subs: list[language.Cue] = []
     if source.subtitles is not None:
-        subs, info = language.read_subtitles(source.subtitles)
+        subs, info = language.read_subtitles(source.subtitles, encoding)
         meta.update(info)
     descs = language.read_descriptions(source.descriptions) if source.descriptions is not None else []
     cues = language.merge_timeline(subs, descs)
@@ -217,7 +218,9 @@ def _prepare(source: MovieSource, cfg: IngestConfig, enc: EncoderSet) -> _Prepar
     wave = audio_mod.load_audio(source.video, enc.audio.sample_rate) if info.has_audio else None
     meta["audio_missing"] = wave is None
     per_shot = None if wave is None else audio_mod.cut_shots(wave, enc.audio.sample_rate, shots)
-    tokens = _language(source, decoded, enc.text.tokenizer, cfg.max_tokens_per_cue, meta)
+    tokens = _language(
+        source, decoded, enc.text.tokenizer, cfg.max_tokens_per_cue, meta, cfg.subtitle_encoding
+    )
     return _Prepared(source, shots, per_shot, tokens, meta, time.perf_counter() - t0)
 
 
