@@ -148,10 +148,13 @@ class ShotWindows(Dataset):
 
     def _precompute_token_ranges(self) -> None:
         """For every shot g: tok_lo[g] = first token that can overlap a window starting at shot g,
-        tok_hi[g] = one past the last token that can overlap a window ending at shot g (global indices)."""
+        tok_hi[g] = one past the last token that can overlap a window ending at shot g; per token t,
+        tok_first_shot[t] / tok_last_shot[t]: the range of shots it overlaps (empty if first > last)."""
         mem = self.mem
         lo = np.empty(mem.n_shots, np.int64)
         hi = np.empty(mem.n_shots, np.int64)
+        first = np.empty(len(mem.text_spans), np.int64)
+        last = np.empty(len(mem.text_spans), np.int64)
         for i in range(len(mem.movie_ids)):
             s0, s1 = mem.shot_offsets[i], mem.shot_offsets[i + 1]
             t0, t1 = mem.token_offsets[i], mem.token_offsets[i + 1]
@@ -159,7 +162,22 @@ class ShotWindows(Dataset):
             cummax_end = np.maximum.accumulate(spans[:, 1]) if t1 > t0 else spans[:, 1]
             lo[s0:s1] = t0 + np.searchsorted(cummax_end, mem.shots[s0:s1, 0], side="left")
             hi[s0:s1] = t0 + np.searchsorted(spans[:, 0], mem.shots[s0:s1, 1], side="right")
+            # shots are sorted and disjoint, so the shots a token overlaps are one range [first, last]
+            starts, ends = mem.shots[s0:s1, 0], mem.shots[s0:s1, 1]
+            a, b = spans[:, 0], spans[:, 1]
+            point = a == b
+            first[t0:t1] = s0 + np.where(
+                point, np.searchsorted(ends, a, side="left"), np.searchsorted(ends, a, side="right")
+            )
+            last[t0:t1] = (
+                s0
+                - 1
+                + np.where(
+                    point, np.searchsorted(starts, a, side="right"), np.searchsorted(starts, b, side="left")
+                )
+            )
         self.tok_lo, self.tok_hi = lo, hi
+        self.tok_first_shot, self.tok_last_shot = first, last
 
     def set_epoch(self, epoch: int) -> None:
         """Train mode: draw the windows of another epoch (a DataLoader re-reads this in workers each epoch
@@ -233,8 +251,9 @@ class ShotWindows(Dataset):
             video, audio = video.float(), audio.float()
         shot_mask = torch.from_numpy(valid)
         if not valid.all():
-            video[~shot_mask] = 0
-            audio[~shot_mask] = 0
+            pad = torch.from_numpy(np.flatnonzero(~valid))
+            video.view(n_win * k, -1).index_fill_(0, pad, 0)
+            audio.view(n_win * k, -1).index_fill_(0, pad, 0)
 
         # language tokens: candidates [tok_lo[first shot], tok_hi[last shot]) filtered by exact overlap
         glast = g0 + n - 1
@@ -244,23 +263,31 @@ class ShotWindows(Dataset):
         win = np.repeat(np.arange(n_win), cnt)
         first = np.cumsum(cnt) - cnt
         tok = np.arange(int(cnt.sum()), dtype=np.int64) - np.repeat(first - lo, cnt)
-        a, b = mem.text_spans[tok, 0], mem.text_spans[tok, 1]
-        keep = overlaps(a, b, t0[win], t1[win])
+        keep = overlaps(mem.text_spans[tok, 0], mem.text_spans[tok, 1], t0[win], t1[win])
         if not keep.all():
-            tok, win, a, b = tok[keep], win[keep], a[keep], b[keep]
+            tok, win = tok[keep], win[keep]
         per_win = np.bincount(win, minlength=n_win)
         pos = np.arange(len(tok)) - np.repeat(np.cumsum(per_win) - per_win, per_win)
         T = max(int(per_win.max(initial=0)), 1)
-        text = torch.zeros(n_win, T, mem.dims["text"])
-        text_mask = torch.zeros(n_win, T, dtype=torch.bool)
-        token_shot = torch.zeros(n_win, T, k, dtype=torch.bool)
-        if len(tok):
-            w_t, p_t = torch.from_numpy(win), torch.from_numpy(pos)
-            text[w_t, p_t] = torch.index_select(self._text, 0, torch.from_numpy(tok)).float()
-            text_mask[w_t, p_t] = True
-            c = np.where(valid, mem.shots[gidx, 0], np.inf)[win]  # [M, k] shot starts (inf = padding)
-            d = np.where(valid, mem.shots[gidx, 1], np.inf)[win]
-            token_shot[w_t, p_t] = torch.from_numpy(overlaps(a[:, None], b[:, None], c, d))
+        # one gather of N*T rows (padding reads row 0 and is zeroed), no per-window Python loop
+        dst = win * T + pos
+        src = np.zeros(n_win * T, np.int64)
+        src[dst] = tok
+        text = torch.index_select(self._text, 0, torch.from_numpy(src))
+        if text.dtype != torch.float32:
+            text = text.float()
+        real = np.zeros(n_win * T, bool)
+        real[dst] = True
+        if not real.all():
+            text.index_fill_(0, torch.from_numpy(np.flatnonzero(~real)), 0)
+        text_mask = torch.from_numpy(real).view(n_win, T)
+        # membership: the token's shot range relative to the window's first shot
+        rf = np.full(n_win * T, k, np.int64)
+        rl = np.full(n_win * T, -1, np.int64)
+        rf[dst] = self.tok_first_shot[tok] - g0[win]
+        rl[dst] = self.tok_last_shot[tok] - g0[win]
+        token_shot = torch.from_numpy((ar >= rf[:, None]) & (ar <= rl[:, None])).view(n_win, T, k)
+        text = text.view(n_win, T, -1)
         return {
             "video": video,
             "audio": audio,
