@@ -1,0 +1,74 @@
+"""The command line shared by the ablation scripts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .config import SCALES, SweepConfig, load_sweep_config
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=description,
+        epilog="Extra KEY=VALUE arguments override the sweep config (e.g. ray.cpus_per_trial=2 seeds=[0,1]).",
+    )
+    p.add_argument("--scale", choices=SCALES, default="default", help="preset in experiments/configs/sweeps/")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows (by variant slug)")
+    p.add_argument(
+        "--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS, else local)"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<repo>/mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment name (default: lmp-ablations)")
+    p.add_argument("--store", help="pretraining feature store (default: demo data, built on first use)")
+    p.add_argument("--eval-store", help="LVU clip feature store")
+    p.add_argument("--labels", help="LVU labels directory")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="SWEEP_DIR",
+        help="resume an interrupted sweep (its folder; without a value: the newest of this table and scale)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    dot = list(args.overrides)
+    for flag, key in (
+        ("ray_address", "ray.address"),
+        ("num_cpus", "ray.num_cpus"),
+        ("tracking_uri", "mlflow.tracking_uri"),
+        ("experiment", "mlflow.experiment"),
+        ("store", "data.store"),
+        ("eval_store", "data.eval_store"),
+        ("labels", "data.labels"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            dot.append(f"{key}={value}")
+    if args.seeds:
+        dot.append(f"seeds=[{','.join(str(s) for s in args.seeds)}]")
+    bad = [o for o in dot if "=" not in o]
+    if bad:
+        raise SystemExit(f"overrides must be KEY=VALUE, got: {' '.join(bad)}")
+    cfg = load_sweep_config(args.scale, dot)
+    if cfg.ray.address is None and os.environ.get("RAY_ADDRESS"):
+        cfg.ray.address = os.environ["RAY_ADDRESS"]
+    return cfg
+
+
+def select(specs: list[dict], only: list[str] | None) -> list[dict]:
+    """Keep the rows named by `--only` (variant slugs); fail naming the unknown ones."""
+    if not only:
+        return specs
+    known = {s["slug"] for s in specs}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise SystemExit(
+            f"--only: unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return [s for s in specs if s["slug"] in only]

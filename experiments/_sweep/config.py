@@ -1,0 +1,122 @@
+"""Typed sweep configuration and the scale presets (`experiments/configs/sweeps/<scale>.yaml`).
+
+A sweep = one table of the paper (losses, sequence length or features) at one scale. Each component
+owns a small dataclass; a scale preset is a YAML file merged onto the defaults with OmegaConf, then
+command-line `key=value` overrides on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DIR = REPO_ROOT / "experiments" / "configs" / "sweeps"
+SCALES = ("smoke", "default", "paper")
+
+
+@dataclass
+class RayConfig:
+    """Where trials run and with which resources."""
+
+    address: str | None = (
+        None  # None: start a local Ray; "auto" / "host:port" / "ray://...": existing cluster
+    )
+    num_cpus: int | None = None  # CPUs of the local Ray (None: all of the machine's); ignored with `address`
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int = 0  # 0: as many as the resources allow
+    max_failures: int = 1  # retries of a failing trial before it is reported failed
+    verbose: int = 1
+
+
+@dataclass
+class DataConfig:
+    """The stores a trial reads. Unset stores mean: the generated demo data (built on first use)."""
+
+    demo_dir: str = ".lmp/demo"  # relative to the repo root
+    demo_size: str = "default"  # "default" | "tiny" (lmp_data.demo.make_demo)
+    demo_seed: int = 0
+    store: str | None = None  # pretraining feature store
+    eval_store: str | None = None  # LVU clip feature store
+    labels: str | None = None  # LVU labels directory (lvu_1.0 layout)
+
+
+@dataclass
+class MlflowConfig:
+    """The tracking store: a local SQLite file at the repo root unless told otherwise."""
+
+    tracking_uri: str | None = None  # None: sqlite:///<repo>/mlflow.db (or $MLFLOW_TRACKING_URI)
+    experiment: str = "lmp-ablations"
+    artifact_root: str | None = None  # None: <repo>/mlartifacts (absolute file:// location)
+
+
+@dataclass
+class ProbeConfig:
+    """The LVU linear probe run after pretraining (lmp_bench.evaluate_lvu)."""
+
+    tasks: list[str] | None = None  # None: all LVU tasks present in the labels
+    features: list[str] = field(default_factory=lambda: ["v_context", "a_context", "v_cross_a"])
+    overrides: dict = field(default_factory=dict)  # extra keyword arguments of evaluate_lvu
+    transfer: bool = False  # also run lmp_bench.evaluate_transfer (cheap tasks only)
+
+
+@dataclass
+class FailureInjection:
+    """Test hook: the trials whose key contains `match` raise in their first `times` attempts."""
+
+    match: str | None = None
+    times: int = 0
+
+
+@dataclass
+class SweepConfig:
+    """One ablation sweep at one scale."""
+
+    scale: str = "default"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    pretrain_config: str = "experiments/configs/pretrain/demo.yaml"  # relative to the repo root
+    pretrain_overrides: list[str] = field(default_factory=list)  # dotlist on top of pretrain_config
+    seq_lens: list[int] = field(default_factory=lambda: [10, 30, 60])  # Table 2
+    feature_sets: list[list[str]] = field(
+        default_factory=lambda: [
+            ["v_base"],
+            ["v_base", "a_base"],
+            ["v_context"],
+            ["v_context", "a_context"],
+            ["v_context", "a_context", "v_cross_a"],
+        ]
+    )  # Table 3, in the paper's order
+    out_dir: str = "runs/sweeps"  # sweep folders (Tune state, trial folders, tables); relative to repo root
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    inject_failures: list[FailureInjection] = field(default_factory=list)  # test hook, see FailureInjection
+
+
+def load_sweep_config(scale: str = "default", overrides: list[str] | None = None) -> SweepConfig:
+    """Defaults <- `configs/sweeps/<scale>.yaml` <- `key=value` overrides, type-checked."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown sweep scale {scale!r}; expected one of {', '.join(SCALES)}")
+    preset = PRESET_DIR / f"{scale}.yaml"
+    if not preset.is_file():
+        raise FileNotFoundError(f"sweep preset {preset} not found (expected one YAML per scale)")
+    merged = OmegaConf.merge(
+        OmegaConf.structured(SweepConfig),
+        OmegaConf.load(preset),
+        OmegaConf.from_dotlist(list(overrides or [])),
+    )
+    cfg: SweepConfig = OmegaConf.to_object(merged)
+    cfg.scale = scale
+    if not cfg.seeds:
+        raise ValueError(f"sweep config {preset}: `seeds` is empty; give at least one seed")
+    return cfg
+
+
+def repo_path(p: str | Path) -> Path:
+    """A config path made absolute against the repo root (Ray trials run in their own folders)."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()

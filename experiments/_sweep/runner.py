@@ -1,0 +1,364 @@
+"""The sweep driver: Ray up, one MLflow parent run, Tune stages, the results table, Ray down.
+
+A sweep folder (`runs/sweeps/<table>-<scale>-<time>/`) holds `sweep.json` (the parent run id and
+what is needed to resume), `tune/<stage>/` (Ray Tune state), `trials/<key>/attempt-<n>/` (one folder
+per attempt: pretraining output, exported weights) and `results/` (table.md, table.parquet,
+trials.parquet, table.png — also logged to the parent run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from . import table as tbl
+from .config import REPO_ROOT, SweepConfig, repo_path
+from .tracking import TRIAL_TAG, child_runs, ensure_experiment, git_commit, reopen_parent, start_parent
+from .tracking import tracking_uri as resolve_uri
+
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+
+
+@dataclass
+class Stage:
+    """A set of trials run by one Tuner. `specs` may depend on the rows of earlier stages."""
+
+    name: str
+    specs: list[dict] | Callable[[dict[str, list[dict]]], list[dict]]
+    in_table: bool = True
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    complete: bool
+    rows: list[dict] = field(default_factory=list)
+    markdown: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.complete else 130
+
+
+def _new_sweep_dir(cfg: SweepConfig, table: str) -> Path:
+    base = repo_path(cfg.out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = base / f"{table}-{cfg.scale}-{stamp}" if i == 0 else base / f"{table}-{cfg.scale}-{stamp}-{i}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new sweep folder under {base}")
+
+
+def find_resumable(cfg: SweepConfig, table: str, resume: str) -> Path:
+    """`--resume PATH` -> PATH; `--resume latest` -> the newest sweep folder of this table and scale."""
+    if resume != "latest":
+        path = Path(resume).expanduser().resolve()
+        if not (path / "sweep.json").is_file():
+            raise FileNotFoundError(
+                f"--resume {resume}: {path / 'sweep.json'} not found (not a sweep folder)"
+            )
+        return path
+    base = repo_path(cfg.out_dir)
+    cands = sorted(p.parent for p in base.glob(f"{table}-{cfg.scale}-*/sweep.json"))
+    if not cands:
+        raise FileNotFoundError(f"--resume latest: no {table} sweep at scale {cfg.scale} under {base}")
+    return max(cands, key=lambda p: (p / "sweep.json").stat().st_mtime)
+
+
+def init_ray(cfg: SweepConfig) -> bool:
+    """Connect to `ray.address` / $RAY_ADDRESS, else start a local Ray. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    pypath = os.pathsep.join(p for p in [str(EXPERIMENTS_DIR), os.environ.get("PYTHONPATH", "")] if p)
+    runtime_env = {
+        "env_vars": {"PYTHONPATH": pypath, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    }
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=cfg.ray.num_cpus or os.cpu_count(),
+            num_gpus=None,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+        )
+    return True
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]["key"]
+
+
+def _run_stage(
+    stage: str, specs: list[dict], ctx: dict, cfg: SweepConfig, sweep_dir: Path
+) -> dict[str, dict]:
+    """Fit (or resume) one stage; returns {key: {"status", "error", "metrics"}} as Tune saw it."""
+    from ray import tune
+
+    from .trial import run_trial
+
+    trainable = tune.with_resources(run_trial, {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial})
+    storage = sweep_dir / "tune"
+    path = storage / stage
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(specs), "sweep": ctx},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.ray.max_concurrent_trials or None,
+                reuse_actors=False,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=stage,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                verbose=cfg.ray.verbose,
+            ),
+        )
+    grid = tuner.fit()
+    seen: dict[str, dict] = {}
+    for result in grid:
+        key = result.config["trial"]["key"]
+        metrics = dict(result.metrics or {})
+        if result.error is not None:
+            seen[key] = {"status": "failed", "error": _error_text(result.error)}
+        elif "child_run_id" in metrics:
+            seen[key] = {"status": "ok", "error": "", "metrics": metrics}
+        else:
+            seen[key] = {"status": "unfinished", "error": ""}
+    return seen
+
+
+def _error_text(err: BaseException) -> str:
+    """The root cause of a trial's error in one line (Ray wraps it in RayTaskError / TuneError)."""
+    cause = err
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    return f"{type(cause).__name__}: {cause}".splitlines()[0]
+
+
+def _rows_for(
+    stage_specs: list[dict], seen: dict[str, dict], runs_by_key: dict[str, list], commit: str
+) -> list:
+    rows = []
+    for spec in stage_specs:
+        key = spec["key"]
+        info = seen.get(key, {"status": "unfinished", "error": ""})
+        runs = runs_by_key.get(key, [])
+        last = runs[-1] if runs else None
+        metrics = dict(last.data.metrics) if (last is not None and info["status"] == "ok") else {}
+        metrics.update({k: v for k, v in info.get("metrics", {}).items() if isinstance(v, int | float)})
+        rows.append(
+            {
+                "order": spec["order"],
+                "variant": spec["variant"],
+                "seed": spec["seed"],
+                "key": key,
+                "status": info["status"],
+                "error": info.get("error", ""),
+                "child_run_id": info.get("metrics", {}).get("child_run_id")
+                or (last.info.run_id if last else None),
+                "git_commit": (last.data.tags.get("lmp.git_commit") if last else None) or commit,
+                "attempts": len(runs),
+                "metrics": metrics,
+                "outputs": info.get("metrics", {}),
+            }
+        )
+    return rows
+
+
+def run_sweep(
+    table: str,
+    title: str,
+    stages: list[Stage],
+    cfg: SweepConfig,
+    *,
+    ctx_extra: dict[str, Any] | None = None,
+    label_columns: list[str] | None = None,
+    columns: dict[str, dict[str, str]] | None = None,
+    resume: str | None = None,
+) -> SweepOutcome:
+    """Run (or resume) a sweep end to end and write its table. See the module docstring for the layout."""
+    from ray import tune  # noqa: F401  (fail early if Ray Tune is missing)
+
+    uri = resolve_uri(cfg.mlflow)
+    commit = git_commit()
+    if resume:
+        sweep_dir = find_resumable(cfg, table, resume)
+        state = json.loads((sweep_dir / "sweep.json").read_text())
+        experiment_id, parent = state["experiment_id"], state["parent_run_id"]
+        uri = state["tracking_uri"]
+        reopen_parent(uri, parent)
+        print(f"[sweep] resuming {sweep_dir} (parent run {parent})", flush=True)
+    else:
+        experiment_id = ensure_experiment(cfg.mlflow, uri)
+        sweep_dir = _new_sweep_dir(cfg, table)
+        parent = start_parent(
+            uri,
+            experiment_id,
+            f"{table}-{cfg.scale}-{sweep_dir.name.rsplit('-', 2)[-2]}-{sweep_dir.name.rsplit('-', 1)[-1]}",
+            {
+                "lmp.table": table,
+                "lmp.scale": cfg.scale,
+                "lmp.git_commit": commit,
+                "lmp.sweep_dir": str(sweep_dir),
+            },
+            {"scale": cfg.scale, "seeds": cfg.seeds, "config": json.dumps(dataclasses.asdict(cfg))},
+        )
+        state = {"table": table, "tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent}
+        tmp = sweep_dir / "sweep.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(sweep_dir / "sweep.json")
+    ctx = {
+        "sweep_dir": str(sweep_dir),
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "parent_run_id": parent,
+        "git_commit": commit,
+        "scale": cfg.scale,
+        "repo_root": str(REPO_ROOT),
+        "pretrain_config": str(repo_path(cfg.pretrain_config)),
+        "pretrain_overrides": list(cfg.pretrain_overrides),
+        "probe": dataclasses.asdict(cfg.probe),
+        "inject_failures": [dataclasses.asdict(i) for i in _injections(cfg)],
+        **(ctx_extra or {}),
+    }
+    started = init_ray(cfg)
+    client = MlflowClient(uri)
+    rows_by_stage: dict[str, list[dict]] = {}
+    complete = True
+    interrupted = False
+    try:
+        for stage in stages:
+            specs = stage.specs(rows_by_stage) if callable(stage.specs) else stage.specs
+            for i, s in enumerate(specs):
+                s.setdefault("order", i)
+            if not specs:
+                rows_by_stage[stage.name] = []
+                continue
+            try:
+                seen = _run_stage(stage.name, specs, ctx, cfg, sweep_dir)
+            except KeyboardInterrupt:
+                interrupted = True
+                seen = {}
+            runs_by_key: dict[str, list] = {}
+            for run in child_runs(uri, experiment_id, parent):
+                runs_by_key.setdefault(run.data.tags.get(TRIAL_TAG, ""), []).append(run)
+            rows_by_stage[stage.name] = _rows_for(specs, seen, runs_by_key, commit)
+            if interrupted or any(r["status"] == "unfinished" for r in rows_by_stage[stage.name]):
+                complete = False
+                break
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    _close_stale_children(client, uri, experiment_id, parent, final=complete)
+    rows = [r for st in stages if st.in_table for r in rows_by_stage.get(st.name, [])]
+    outcome = SweepOutcome(sweep_dir, parent, experiment_id, uri, complete, rows)
+    if rows:
+        outcome.markdown = _write_table(outcome, client, title, label_columns or [], columns or {})
+    status = "FINISHED" if complete else "KILLED"
+    client.set_terminated(parent, status=status)
+    print(outcome.markdown, flush=True)
+    if not complete:
+        script = f"experiments/ablate_{table}.py"
+        print(
+            f"[sweep] interrupted with unfinished trials; resume with:\n  .venv/bin/python {script} "
+            f"--scale {cfg.scale} --resume {sweep_dir}",
+            flush=True,
+        )
+    failed = [r["key"] for r in rows if r["status"] == "failed"]
+    if failed:
+        print(f"[sweep] {len(failed)} trial(s) failed after retries: {', '.join(failed)}", flush=True)
+    print(ui_hint(uri, experiment_id, parent), flush=True)
+    return outcome
+
+
+def _injections(cfg: SweepConfig) -> list:
+    """`inject_failures` from the config, plus $LMP_SWEEP_INJECT_FAILURE=match:times (test hook)."""
+    from .config import FailureInjection
+
+    out = list(cfg.inject_failures)
+    env = os.environ.get("LMP_SWEEP_INJECT_FAILURE")
+    if env:
+        match, _, times = env.partition(":")
+        out.append(FailureInjection(match=match, times=int(times or 1)))
+    return out
+
+
+def _close_stale_children(client: MlflowClient, uri: str, exp: str, parent: str, final: bool) -> None:
+    """Child runs left RUNNING by killed workers: KILLED (their trial was retried, resumed or stopped)."""
+    for run in child_runs(uri, exp, parent):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+
+
+def _write_table(
+    outcome: SweepOutcome, client: MlflowClient, title: str, label_cols: list, columns: dict
+) -> str:
+    out = outcome.sweep_dir / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    trials = tbl.trials_frame(outcome.rows)
+    summary = tbl.summarize(trials, columns)
+    md = tbl.to_markdown(summary, trials, title, label_cols)
+    _atomic_text(out / "table.md", md)
+    for name, frame in (("table.parquet", summary), ("trials.parquet", trials)):
+        tmp = out / f".{name}.tmp"
+        frame.write_parquet(tmp)
+        tmp.replace(out / name)
+    tbl.bar_chart(summary, title, out / "table.png")
+    for name in ("table.md", "table.parquet", "trials.parquet", "table.png"):
+        client.log_artifact(outcome.parent_run_id, str(out / name), artifact_path="results")
+    for g, _ in tbl.GROUPS:
+        for r in summary.iter_rows(named=True):
+            if r[f"{g}_mean"] is not None:
+                slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in r["variant"])
+                client.log_metric(outcome.parent_run_id, f"{g}/{slug}", float(r[f"{g}_mean"]))
+    return md
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def ui_hint(uri: str, experiment_id: str, parent: str) -> str:
+    return (
+        "[sweep] open the MLflow UI on these runs:\n"
+        f"  bash scripts/mlflow_ui.sh --backend-store-uri {uri}\n"
+        f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent}"
+    )
+
+
+def install_sigterm_as_interrupt() -> None:
+    """SIGTERM (e.g. SLURM preemption) stops the sweep like Ctrl-C: Tune saves state, resumable."""
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))

@@ -1,0 +1,106 @@
+"""One Ray Tune trial: a fresh folder, an MLflow child run, the work, a report back to Tune.
+
+The trainable is a plain Tune function. The work it does (pretrain + probe, or probe only) is named
+by `"module:function"` in the trial spec, so each table chooses its own and a recipe can add one.
+Every attempt of a trial gets its own folder (`trials/<key>/attempt-<n>`) and its own child run:
+a retried trial leaves its failed attempt visible as a FAILED run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from .tracking import TRIAL_TAG
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the failure-injection test hook (`inject_failures` in the sweep config)."""
+
+
+@dataclass
+class TrialContext:
+    """What a work function gets: its spec, the sweep's shared settings, a private folder."""
+
+    spec: dict[str, Any]  # key, variant, seed, kind-specific fields (losses, k, features, ...)
+    sweep: dict[str, Any]  # tracking_uri, experiment_id, parent_run_id, git_commit, data, pretrain, probe
+    attempt: int
+    dir: Path
+
+    @property
+    def key(self) -> str:
+        return self.spec["key"]
+
+    def run_tags(self) -> dict[str, str]:
+        return {
+            TRIAL_TAG: self.key,
+            "lmp.attempt": str(self.attempt),
+            "lmp.variant": self.spec["variant"],
+            "lmp.seed": str(self.spec["seed"]),
+            "lmp.git_commit": self.sweep["git_commit"],
+            "lmp.trial_dir": str(self.dir),
+        }
+
+    def start_child_run(self, run_id: str | None = None) -> mlflow.ActiveRun:
+        """Open (or, given `run_id`, reopen) this trial's child run; FAILED if its block raises."""
+        mlflow.set_tracking_uri(self.sweep["tracking_uri"])
+        if run_id is not None:
+            return mlflow.start_run(run_id=run_id)
+        return mlflow.start_run(
+            experiment_id=self.sweep["experiment_id"],
+            run_name=f"{self.key}#{self.attempt}",
+            parent_run_id=self.sweep["parent_run_id"],
+            tags=self.run_tags(),
+        )
+
+    def maybe_fail(self, stage: str) -> None:
+        """The test hook: raise when an injection matches this trial and this attempt is early enough."""
+        for inj in self.sweep.get("inject_failures") or []:
+            if inj.get("match") and inj["match"] in self.key and self.attempt <= int(inj.get("times", 0)):
+                raise InjectedFailure(
+                    f"injected failure in trial {self.key} attempt {self.attempt} at {stage} "
+                    f"(inject_failures: match={inj['match']!r}, times={inj['times']})"
+                )
+
+
+def _new_attempt_dir(sweep_dir: str, key: str) -> tuple[int, Path]:
+    """Claim `trials/<key>/attempt-<n>` atomically (mkdir), n = 1, 2, ... across retries and resumes."""
+    base = Path(sweep_dir) / "trials" / key
+    base.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = base / f"attempt-{n}"
+        try:
+            path.mkdir()
+            return n, path
+        except FileExistsError:
+            n += 1
+
+
+def resolve(ref: str) -> Callable[[TrialContext], dict[str, Any]]:
+    """`"package.module:function"` -> the function."""
+    module, _, name = ref.partition(":")
+    if not module or not name:
+        raise ValueError(f"work reference {ref!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune trainable. Reports the work's metrics (content, metadata, user, child_run_id, ...)."""
+    from ray import tune
+
+    spec, sweep = config["trial"], config["sweep"]
+    attempt, trial_dir = _new_attempt_dir(sweep["sweep_dir"], spec["key"])
+    ctx = TrialContext(spec=spec, sweep=sweep, attempt=attempt, dir=trial_dir)
+    (trial_dir / "spec.json").write_text(json.dumps({"spec": spec, "pid": os.getpid()}, indent=1))
+    work = resolve(spec["work"])
+    metrics = work(ctx)
+    (trial_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    tune.report({**metrics, "attempt": attempt})
