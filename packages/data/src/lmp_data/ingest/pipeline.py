@@ -177,7 +177,7 @@ class _Prepared:
 
 
 def _language(
-    source: MovieSource, duration: float, tokenizer, max_len: int, meta: dict
+    source: MovieSource, duration: float, tokenizer, max_len: int, meta: dict, encoding: str | None = None
 ) -> language.TokenizedCues:
     subs: list[language.Cue] = []
     if source.subtitles is not None:
