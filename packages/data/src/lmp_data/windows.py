@@ -122,9 +122,6 @@ class ShotWindows(Dataset):
             valid = np.maximum(n - self.k + 1, 1)
             self.cum_valid = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
             self._len = int(windows_per_epoch or -(-int(n.sum()) // self.k))
-        self._video = torch.from_numpy(store.video)
-        self._audio = torch.from_numpy(store.audio)
-        self._text = torch.from_numpy(store.text)
 
     @classmethod
     def from_config(
@@ -244,16 +241,16 @@ class ShotWindows(Dataset):
         ar = np.arange(k)
         valid = ar[None, :] < n[:, None]  # [N, k]
         gidx = np.where(valid, g0[:, None] + ar, g0[:, None])  # padding reads shot g0, zeroed below
-        flat = torch.from_numpy(gidx.reshape(-1))
-        video = torch.index_select(self._video, 0, flat).view(n_win, k, -1)
-        audio = torch.index_select(self._audio, 0, flat).view(n_win, k, -1)
-        if video.dtype != torch.float32:
-            video, audio = video.float(), audio.float()
+        flat = gidx.reshape(-1)
+        video = _gather(mem.video, flat)  # np.take: a row gather at memcpy speed (faster than index_select)
+        audio = _gather(mem.audio, flat)
         shot_mask = torch.from_numpy(valid)
         if not valid.all():
-            pad = torch.from_numpy(np.flatnonzero(~valid))
-            video.view(n_win * k, -1).index_fill_(0, pad, 0)
-            audio.view(n_win * k, -1).index_fill_(0, pad, 0)
+            pad = np.flatnonzero(~valid)
+            video[pad] = 0
+            audio[pad] = 0
+        video = torch.from_numpy(video).view(n_win, k, -1)
+        audio = torch.from_numpy(audio).view(n_win, k, -1)
 
         # language tokens: candidates [tok_lo[first shot], tok_hi[last shot]) filtered by exact overlap
         glast = g0 + n - 1
@@ -273,20 +270,23 @@ class ShotWindows(Dataset):
         dst = win * T + pos
         src = np.zeros(n_win * T, np.int64)
         src[dst] = tok
-        text = torch.index_select(self._text, 0, torch.from_numpy(src))
-        if text.dtype != torch.float32:
-            text = text.float()
+        text = _gather(mem.text, src)
         real = np.zeros(n_win * T, bool)
         real[dst] = True
         if not real.all():
-            text.index_fill_(0, torch.from_numpy(np.flatnonzero(~real)), 0)
+            text[~real] = 0
+        text = torch.from_numpy(text)
         text_mask = torch.from_numpy(real).view(n_win, T)
         # membership: the token's shot range relative to the window's first shot
         rf = np.full(n_win * T, k, np.int64)
         rl = np.full(n_win * T, -1, np.int64)
         rf[dst] = self.tok_first_shot[tok] - g0[win]
         rl[dst] = self.tok_last_shot[tok] - g0[win]
-        token_shot = torch.from_numpy((ar >= rf[:, None]) & (ar <= rl[:, None])).view(n_win, T, k)
+        small = np.int8 if k < 127 else np.int32  # narrow ints: the [N*T, k] compares are the hot spot
+        rf, rl, ar_s = np.clip(rf, -1, k).astype(small), np.clip(rl, -1, k).astype(small), ar.astype(small)
+        member = np.greater_equal(ar_s, rf[:, None])
+        member &= np.less_equal(ar_s, rl[:, None])
+        token_shot = torch.from_numpy(member).view(n_win, T, k)
         text = text.view(n_win, T, -1)
         return {
             "video": video,
@@ -298,6 +298,12 @@ class ShotWindows(Dataset):
             "start": torch.from_numpy(start.copy()),
             "movie": [mem.movie_ids[i] for i in m],
         }
+
+
+def _gather(rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """rows[idx] as float32 (one pass for float32 memory, a second for the float16 conversion)."""
+    out = np.take(rows, idx, axis=0)
+    return out if out.dtype == np.float32 else out.astype(np.float32)
 
 
 def collate_windows(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
