@@ -177,6 +177,7 @@ def main() -> None:
         log(
             f"loader / zarr windows/s: {ratio_zarr:.0f}x  (target >= 10x: {'PASS' if ratio_zarr >= 10 else 'MISS'})"
         )
+    log(f"load average (1, 5, 15 min) at the end: {os.getloadavg()} on {os.cpu_count()} cpus")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
