@@ -72,3 +72,31 @@ def select(specs: list[dict], only: list[str] | None) -> list[dict]:
             f"--only: unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     return [s for s in specs if s["slug"] in only]
+
+
+def main(
+    table: str,
+    title: str,
+    description: str,
+    build_stages,
+    argv: list[str] | None = None,
+    label_columns: list[str] | None = None,
+) -> int:
+    """Parse the command line, resolve the data, run (or resume) the sweep; the process exit code.
+
+    `build_stages(cfg, only) -> (stages, columns)` builds the table's trial specs from the config.
+    """
+    from .data import resolve_data
+    from .runner import install_sigterm_as_interrupt, run_sweep
+
+    args = parser(description).parse_args(argv)
+    cfg = config_from_args(args)
+    t0 = __import__("time").perf_counter()
+    data = resolve_data(cfg.data) if not args.resume else None
+    stages, columns = build_stages(cfg, args.only)
+    install_sigterm_as_interrupt()
+    out = run_sweep(
+        table, title, stages, cfg, data=data, label_columns=label_columns, columns=columns, resume=args.resume
+    )
+    print(f"[sweep] {table} at scale {cfg.scale}: {__import__('time').perf_counter() - t0:.0f} s", flush=True)
+    return out.exit_code

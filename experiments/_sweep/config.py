@@ -58,7 +58,7 @@ class ProbeConfig:
     """The LVU linear probe run after pretraining (lmp_bench.evaluate_lvu)."""
 
     tasks: list[str] | None = None  # None: all LVU tasks present in the labels
-    features: list[str] = field(default_factory=lambda: ["v_context", "a_context", "v_cross_a"])
+    features: list[str] = field(default_factory=lambda: ["v_ctx", "a_ctx", "v_cross_a"])
     overrides: dict = field(default_factory=dict)  # extra keyword arguments of evaluate_lvu
     transfer: bool = False  # also run lmp_bench.evaluate_transfer (cheap tasks only)
 
@@ -84,9 +84,9 @@ class SweepConfig:
         default_factory=lambda: [
             ["v_base"],
             ["v_base", "a_base"],
-            ["v_context"],
-            ["v_context", "a_context"],
-            ["v_context", "a_context", "v_cross_a"],
+            ["v_ctx"],
+            ["v_ctx", "a_ctx"],
+            ["v_ctx", "a_ctx", "v_cross_a"],
         ]
     )  # Table 3, in the paper's order
     out_dir: str = "runs/sweeps"  # sweep folders (Tune state, trial folders, tables); relative to repo root

@@ -201,6 +201,7 @@ def run_sweep(
     cfg: SweepConfig,
     *,
     ctx_extra: dict[str, Any] | None = None,
+    data: dict[str, str] | None = None,
     label_columns: list[str] | None = None,
     columns: dict[str, dict[str, str]] | None = None,
     resume: str | None = None,
@@ -244,10 +245,13 @@ def run_sweep(
         "git_commit": commit,
         "scale": cfg.scale,
         "repo_root": str(REPO_ROOT),
+        "experiment_name": cfg.mlflow.experiment,
+        "cpus_per_trial": cfg.ray.cpus_per_trial,
         "pretrain_config": str(repo_path(cfg.pretrain_config)),
         "pretrain_overrides": list(cfg.pretrain_overrides),
         "probe": dataclasses.asdict(cfg.probe),
         "inject_failures": [dataclasses.asdict(i) for i in _injections(cfg)],
+        "data": data or {},
         **(ctx_extra or {}),
     }
     started = init_ray(cfg)

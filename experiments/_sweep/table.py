@@ -69,10 +69,11 @@ def _std(vals: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def fmt(mean: float | None, std: float | None) -> str:
+def fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """ "mean ± std"; accuracies (%) with 2 decimals, MSE (user) with 3."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "failed"
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def to_markdown(summary: pl.DataFrame, trials: pl.DataFrame, title: str, label_columns: list[str]) -> str:
@@ -81,7 +82,7 @@ def to_markdown(summary: pl.DataFrame, trials: pl.DataFrame, title: str, label_c
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary.iter_rows(named=True):
         cells = [r["variant"], *(str(r.get(c, "")) for c in label_columns)]
-        cells += [fmt(r[f"{g}_mean"], r[f"{g}_std"]) for g, _ in GROUPS]
+        cells += [fmt(r[f"{g}_mean"], r[f"{g}_std"], 3 if g == "user" else 2) for g, _ in GROUPS]
         cells += [f"{r['seeds_ok']}/{r['seeds']}", r["status"], r["child_run_ids"], r["git_commits"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -92,7 +93,7 @@ def to_markdown(summary: pl.DataFrame, trials: pl.DataFrame, title: str, label_c
     ]
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in trials.sort("order").iter_rows(named=True):
-        vals = [f"{r[g]:.2f}" if r.get(g) is not None else "—" for g, _ in GROUPS]
+        vals = [f"{r[g]:.{3 if g == 'user' else 2}f}" if r.get(g) is not None else "—" for g, _ in GROUPS]
         status = (
             r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '').splitlines()[:1]}"
         )

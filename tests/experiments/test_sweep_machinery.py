@@ -9,6 +9,8 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # ~1 min idle; Ray worker start-up dominates (6 min measured under load 14)
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "experiments"))
 

@@ -1,0 +1,73 @@
+"""Table 3 of the paper: which features of one pretrained model the linear probe gets.
+
+Stage 1 pretrains one model (all three losses, the first seed); stage 2 probes it with each feature
+combination (concatenated time-averaged features) over several probe seeds. Probes only: the feature
+trials never train the model.
+
+    .venv/bin/python experiments/ablate_features.py [--scale smoke|default|paper] [--resume]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sweep.cli import main, select  # noqa: E402
+from _sweep.runner import Stage  # noqa: E402
+
+PAPER = {
+    "v_base": (48.43, 45.40, 2.01),
+    "v_base + a_base": (51.03, 51.20, 1.91),
+    "v_ctx": (56.50, 53.68, 1.82),
+    "v_ctx + a_ctx": (59.43, 55.75, 1.39),
+    "v_ctx + a_ctx + v_cross_a": (60.53, 57.67, 1.16),
+}
+
+
+def build(cfg, only):
+    seed0 = cfg.seeds[0]
+    pretrain = [
+        {
+            "key": f"pretrain-s{seed0}",
+            "slug": "pretrain",
+            "variant": "pretrain",
+            "seed": seed0,
+            "order": 0,
+            "work": "_sweep.work:pretrain_only",
+        }
+    ]
+    columns, probe_specs = {}, []
+    for order, feats in enumerate(cfg.feature_sets):
+        label = " + ".join(feats)
+        slug = "+".join(feats)
+        columns[label] = {"Features": label}
+        for seed in cfg.seeds:
+            probe_specs.append(
+                {
+                    "key": f"{slug}-s{seed}",
+                    "slug": slug,
+                    "variant": label,
+                    "seed": seed,
+                    "order": order,
+                    "work": "_sweep.work:probe_only",
+                    "features": list(feats),
+                }
+            )
+    probe_specs = select(probe_specs, only)
+
+    def probes(rows):
+        done = [r for r in rows["pretrain"] if r["status"] == "ok"]
+        if not done:
+            raise SystemExit(
+                f"ablate_features: the pretraining trial failed ({rows['pretrain'][0]['error']})"
+            )
+        export = done[0]["outputs"]["export_dir"]
+        return [{**s, "from_export": export} for s in probe_specs]
+
+    return [Stage("pretrain", pretrain, in_table=False), Stage("probes", probes)], columns
+
+
+if __name__ == "__main__":
+    sys.exit(main("features", "Table 3: features", __doc__.splitlines()[0], build))

@@ -1,0 +1,71 @@
+"""Table 1 of the paper: which pretraining losses matter.
+
+Rows: no pretraining, without L_intra, without L_inter, without L_cross, all three; each over several
+seeds. One trial = pretraining through `lmp_model.pretrain.run` (DeepSpeed engine) with the row's loss
+weights + the LVU linear probe on the exported model, tracked as one MLflow child run.
+
+    .venv/bin/python experiments/ablate_losses.py                 # default scale, demo data, ~15 min
+    .venv/bin/python experiments/ablate_losses.py --scale smoke   # < 2 min
+    .venv/bin/python experiments/ablate_losses.py --scale paper --store S --eval-store E --labels L
+    .venv/bin/python experiments/ablate_losses.py --resume        # continue the newest interrupted sweep
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sweep.cli import main, select  # noqa: E402
+from _sweep.runner import Stage  # noqa: E402
+
+YES, NO = "✓", "✗"
+# slug, row label, loss weights switched off (None: no pretraining)
+ROWS = [
+    ("none", "No pretraining", None),
+    ("no-intra", "w/o L_intra", "intra"),
+    ("no-inter", "w/o L_inter", "inter"),
+    ("no-cross", "w/o L_cross", "cross"),
+    ("full", "All three", ""),
+]
+# The paper's Table 1 (Content ↑, Metadata ↑, User ↓), in ROWS order.
+PAPER = {
+    "No pretraining": (44.87, 32.47, 3.19),
+    "w/o L_intra": (60.13, 55.92, 1.23),
+    "w/o L_inter": (52.74, 44.86, 1.82),
+    "w/o L_cross": (59.36, 54.71, 1.34),
+    "All three": (60.53, 57.67, 1.16),
+}
+
+
+def build(cfg, only):
+    specs, columns = [], {}
+    for order, (slug, label, off) in enumerate(ROWS):
+        cols = {"Pretrain": NO if off is None else YES}
+        for term in ("intra", "inter", "cross"):
+            cols[f"L_{term}"] = NO if off is None or off == term else YES
+        columns[label] = cols
+        for seed in cfg.seeds:
+            spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
+            if off is None:
+                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": "random_init"}
+            else:
+                spec |= {
+                    "work": "_sweep.work:pretrain_and_probe",
+                    "pretrain_overrides": [f"model.loss.{off}=0"] if off else [],
+                }
+            specs.append(spec)
+    return [Stage("trials", select(specs, only))], columns
+
+
+if __name__ == "__main__":
+    sys.exit(
+        main(
+            "losses",
+            "Table 1: pretraining losses",
+            __doc__.splitlines()[0],
+            build,
+            label_columns=["Pretrain", "L_intra", "L_inter", "L_cross"],
+        )
+    )

@@ -1,0 +1,45 @@
+"""Table 2 of the paper: the pretraining sequence length k (shots per window), k = 10, 30, 60.
+
+One trial = pretraining with `data.k = k` (all three losses) + the LVU probe, over several seeds.
+
+    .venv/bin/python experiments/ablate_seq_len.py [--scale smoke|default|paper] [--resume]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sweep.cli import main, select  # noqa: E402
+from _sweep.runner import Stage  # noqa: E402
+
+PAPER = {"k = 10": (59.77, 56.45, 1.20), "k = 30": (60.53, 57.67, 1.16), "k = 60": (61.36, 58.12, 1.14)}
+
+
+def build(cfg, only):
+    specs, columns = [], {}
+    for order, k in enumerate(cfg.seq_lens):
+        label = f"k = {k}"
+        columns[label] = {"k": str(k)}
+        for seed in cfg.seeds:
+            specs.append(
+                {
+                    "key": f"k{k}-s{seed}",
+                    "slug": f"k{k}",
+                    "variant": label,
+                    "seed": seed,
+                    "order": order,
+                    "work": "_sweep.work:pretrain_and_probe",
+                    # the shot position embedding must cover the window
+                    "pretrain_overrides": [f"data.k={k}", f"model.max_shots={max(64, k)}"],
+                }
+            )
+    return [Stage("trials", select(specs, only))], columns
+
+
+if __name__ == "__main__":
+    sys.exit(
+        main("seq_len", "Table 2: sequence length k", __doc__.splitlines()[0], build, label_columns=["k"])
+    )

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Run an ablation sweep on a Ray cluster started inside this SLURM allocation.
+#
+#   sbatch [--cpus-per-task=N] [--gres=gpu:G] [--nodes=M] slurm/ray_sweep.sh \
+#          experiments/ablate_losses.py --scale paper --store S --eval-store E --labels L
+#
+# The head node runs `ray start --head --block` (on a free port, with a short private temp dir), the
+# other nodes of the allocation (if any) join it with `srun ... ray start --address --block`, and the
+# sweep's driver connects through RAY_ADDRESS. At the end (or on scancel / time-out) exactly the Ray
+# processes started here are stopped by SIGTERM; never `ray stop`, which would kill every Ray on the machine.
+# The sweep is resumable: resubmit with `--resume` (the newest sweep folder of that table and scale).
+#SBATCH --job-name=lmp-ray-sweep
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=2
+#SBATCH --output=ray_sweep-%j.out
+#SBATCH --signal=B:TERM@120
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: sbatch slurm/ray_sweep.sh experiments/ablate_<table>.py [args...]" >&2; exit 2; }
+ROOT="${LMP_ROOT:-${SLURM_SUBMIT_DIR:-$(pwd)}}"
+cd "$ROOT"
+PY="$ROOT/.venv/bin/python"
+RAY="$ROOT/.venv/bin/ray"
+[ -x "$PY" ] || { echo "ray_sweep.sh: $PY not found (set LMP_ROOT to the repo)" >&2; exit 1; }
+case "$1" in
+  experiments/ablate_*.py | */experiments/ablate_*.py) ;;
+  *) echo "ray_sweep.sh: first argument must be an experiments/ablate_*.py script, got '$1'" >&2; exit 2 ;;
+esac
+
+NCPU="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-2}}"
+NGPU=0
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES}" != "NoDevFiles" ]; then
+  NGPU=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+fi
+HEAD_IP=127.0.0.1
+if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
+  HEAD_IP=$(hostname -I | awk '{print $1}')
+fi
+PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+# Ray's unix sockets need a short path: a private folder under /tmp, removed at the end.
+RAY_TMP=$(mktemp -d /tmp/lmpray.XXXXXX)
+RAY_PIDS=()
+cleanup() {
+  local pid
+  for pid in "${RAY_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${RAY_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$RAY_TMP"
+}
+DRIVER=""
+on_signal() {  # scancel / time limit: the driver stops like Ctrl-C (Tune saves its state), then Ray stops
+  if [ -n "$DRIVER" ]; then kill -TERM "$DRIVER" 2>/dev/null || true; wait "$DRIVER" 2>/dev/null || true; fi
+  exit 143
+}
+trap cleanup EXIT
+trap on_signal TERM INT
+
+echo "ray_sweep.sh: Ray head on $HEAD_IP:$PORT ($NCPU CPUs, $NGPU GPUs), temp $RAY_TMP"
+"$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$PORT" --num-cpus="$NCPU" --num-gpus="$NGPU" \
+  --temp-dir="$RAY_TMP" --include-dashboard=false --disable-usage-stats &
+RAY_PIDS+=($!)
+export RAY_ADDRESS="$HEAD_IP:$PORT"
+if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
+  # one worker per other node of the allocation
+  srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --exclude="$(hostname)" \
+    "$RAY" start --block --address="$RAY_ADDRESS" --num-cpus="$NCPU" --disable-usage-stats &
+  RAY_PIDS+=($!)
+fi
+for _ in $(seq 1 90); do
+  "$PY" - <<'PYEOF' 2>/dev/null && break
+import ray
+ray.init(logging_level="ERROR")  # RAY_ADDRESS: fails until the head answers
+ray.shutdown()
+PYEOF
+  sleep 2
+done
+set +e
+"$PY" "$@" &
+DRIVER=$!
+wait "$DRIVER"
+rc=$?
+set -e
+echo "ray_sweep.sh: sweep exited with $rc"
+exit "$rc"
