@@ -55,7 +55,7 @@ def _pretrain(ctx: TrialContext):
     return result
 
 
-def _probe(ctx: TrialContext, model, features: list[str]) -> dict[str, float]:
+def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, float]:
     """LVU linear probes on the frozen model's time-averaged features; group averages + per task."""
     from lmp_bench import evaluate_lvu
 
@@ -68,9 +68,10 @@ def _probe(ctx: TrialContext, model, features: list[str]) -> dict[str, float]:
         features=features,
         tasks=probe.get("tasks"),
         seeds=[int(ctx.spec["seed"])],
-        **(probe.get("overrides") or {}),
+        threads=max(1, int(ctx.sweep.get("cpus_per_trial") or 1)),
+        **{**kw, **(probe.get("overrides") or {})},
     )
-    groups = res.group_means()
+    groups = res.group_means(kw.get("method"))
     out = {g: float(groups[g]) for g in GROUP_KEYS if g in groups}
     for r in res.per_task().iter_rows(named=True):
         out[f"lvu/{r['task']}"] = float(r["mean"])
@@ -110,18 +111,15 @@ def pretrain_only(ctx: TrialContext) -> dict[str, Any]:
 
 
 def _random_init_model(ctx: TrialContext):
-    """The architecture of the pretraining config at its (seeded) random initialisation, frozen."""
-    import torch
-    from lmp_data import FeatureStore
-    from lmp_model.model import LMP
+    """The pretraining config's architecture at its seeded random initialisation, frozen; and its k."""
+    from lmp_bench.api import open_store, random_model
     from lmp_model.pretrain import load_pretrain_config
 
     cfg = load_pretrain_config(ctx.sweep["pretrain_config"], [*ctx.sweep["pretrain_overrides"]])
-    store = FeatureStore.open(ctx.sweep["data"]["store"])
-    torch.manual_seed(int(ctx.spec["seed"]))
-    model = LMP(cfg.model, dict(store.dims)).eval()
+    store = open_store(ctx.sweep["data"]["eval_store"])
+    model = random_model(store, cfg.model, seed=int(ctx.spec["seed"]))
     model.encoders = store.encoders
-    return model
+    return model, cfg.data.k
 
 
 def probe_only(ctx: TrialContext) -> dict[str, Any]:
