@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from lmp_bench.lvu import (
     LIKE_RATIO_OFFSET,
     TASKS,

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from lmp_bench import metrics
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_squared_error
 from torchmetrics.retrieval import RetrievalHitRate
+
+from lmp_bench import metrics
 
 
 @pytest.fixture

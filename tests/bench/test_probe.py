@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from lmp_bench.lvu_probe import MissingClipsError, probe_lvu
 from lmp_bench.probe import ProbeConfig, fit_probe
 

@@ -40,6 +40,7 @@ class LVUResult:
     runs: pl.DataFrame
     missing: dict[str, int] = field(default_factory=dict)  # task -> labelled clips absent from the store
     skipped: dict[str, str] = field(default_factory=dict)  # task -> why it was not scored
+    failed: dict[str, str] = field(default_factory=dict)  # clip -> why it has no features (unreadable, NaN)
 
     @property
     def methods(self) -> list[str]:
@@ -120,6 +121,8 @@ class LVUResult:
                 if any(self.missing.values())
                 else "clips missing from the store: none"
             )
+        if self.failed:
+            lines.append(f"clips without features (unreadable or non-finite): {len(self.failed)}")
         for task, why in self.skipped.items():
             lines.append(f"task {task} not scored: {why}")
         return "\n".join(lines)
@@ -140,11 +143,13 @@ class LVUResult:
     def concat(results: list[LVUResult]) -> LVUResult:
         missing: dict[str, int] = {}
         skipped: dict[str, str] = {}
+        failed: dict[str, str] = {}
         for r in results:
+            failed.update(r.failed)
             for t, n in r.missing.items():
                 missing[t] = max(missing.get(t, 0), n)
             skipped.update(r.skipped)
-        return LVUResult(pl.concat([r.runs for r in results], how="vertical"), missing, skipped)
+        return LVUResult(pl.concat([r.runs for r in results], how="vertical"), missing, skipped, failed)
 
 
 def _fmt(mean: float, std: float, regression: bool) -> str:

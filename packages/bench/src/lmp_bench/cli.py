@@ -1,0 +1,235 @@
+"""`lmp-bench`: evaluate a pretrained LMP on LVU (linear probes) and on the transfer tasks.
+
+    lmp-bench lvu --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels DIR
+                  [--features v_ctx+a_ctx+v_cross_a] [--tasks relationship,scene] [--seeds 3]
+                  [--probe linear|mlp] [--strict] [--k K] [--out results.parquet] [--set epochs=50]
+    lmp-bench transfer --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels TRANSFER_DIR [...]
+
+Prints the table in the paper's layout, writes a Parquet file and logs an MLflow run linked to the
+pretraining run (disable with --no-mlflow). Exit status 1 with a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from lmp_bench.features import DEFAULT_FEATURES
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="export folder, MLflow run id / runs:/ URI, or 'none'")
+    p.add_argument("--store", required=True, help="clip feature store (one movie per clip)")
+    p.add_argument("--labels", required=True, help="label folder")
+    p.add_argument("--seeds", type=int, default=3, help="probe seeds 0..N-1 (default 3)")
+    p.add_argument("--probe", choices=("linear", "mlp"), default="linear")
+    p.add_argument("--k", type=int, default=None, help="eval window length (default: the model's k, else 30)")
+    p.add_argument("--stride", type=int, default=None, help="eval window stride (default k)")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per encoder batch")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 leaves torch's)")
+    p.add_argument(
+        "--model-config", default=None, help="model YAML of the random-init baseline (--model none)"
+    )
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ProbeConfig overrides")
+    p.add_argument("--out", type=Path, default=None, help="Parquet output (default outputs/bench/...)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the pretraining run's)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db"
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmp-bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lvu = sub.add_parser("lvu", help="LVU: probes on time-averaged features (paper Tables 1-4)")
+    _common(lvu)
+    lvu.add_argument("--features", default=DEFAULT_FEATURES, help=f"'+'-joined (default {DEFAULT_FEATURES})")
+    lvu.add_argument("--tasks", default=None, help="comma-separated LVU tasks (default: all present)")
+    lvu.add_argument(
+        "--strict", action="store_true", help="labelled clips missing from the store are an error"
+    )
+    lvu.set_defaults(func=run_lvu)
+    tr = sub.add_parser("transfer", help="transfer tasks: AVE attributes, ordering, next shot, retrieval")
+    _common(tr)
+    tr.add_argument("--tasks", default=None, help="comma-separated transfer tasks (default: all present)")
+    tr.set_defaults(func=run_transfer)
+    return parser
+
+
+def probe_config(head: str, overrides: list[str]):
+    """`ProbeConfig(head=...)` with `key=value` overrides (OmegaConf dotlist, type-checked)."""
+    from omegaconf import OmegaConf
+
+    from lmp_bench.probe import ProbeConfig
+
+    base = OmegaConf.structured(ProbeConfig(head=head))
+    return OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides))))
+
+
+def _model_config(args):
+    if args.model_config is None:
+        return None
+    from lmp_model.config import load_model_config
+
+    return load_model_config(args.model_config)
+
+
+def _model_arg(s: str):
+    return None if s.lower() == "none" else s
+
+
+def _out_path(args, kind: str) -> Path:
+    if args.out is not None:
+        return args.out
+    from lmp_model.tracking import repo_root
+
+    return repo_root() / "outputs" / "bench" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+
+
+def _pretrain_run(args) -> str | None:
+    model = _model_arg(args.model)
+    if model is None:
+        return None
+    from lmp_bench.api import resolve_model
+
+    return resolve_model(model)[1].get("pretrain_run_id")
+
+
+def run_lvu(args) -> int:
+    from lmp_bench.api import evaluate_lvu
+    from lmp_bench.tracking import log_evaluation, lvu_metrics
+
+    probe = probe_config(args.probe, args.set)
+    model = _model_arg(args.model)
+    if model is not None:
+        from lmp_bench.api import resolve_model
+
+        model_obj, info = resolve_model(model)
+    else:
+        model_obj, info = None, {}
+    res = evaluate_lvu(
+        model_obj,
+        args.store,
+        args.labels,
+        features=args.features,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        probe=probe,
+        k=args.k if args.k is not None else info.get("k"),
+        stride=args.stride,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        strict=args.strict,
+        model_config=_model_config(args),
+    )
+    text = res.format()
+    print(text)
+    out = res.write_parquet(_out_path(args, "lvu"))
+    print(f"\nwrote {out}")
+    if not args.no_mlflow:
+        metrics, steps = lvu_metrics(res)
+        params = {
+            "model": args.model,
+            "store": str(Path(args.store).resolve()),
+            "labels": str(Path(args.labels).resolve()),
+            "features": args.features,
+            "tasks": args.tasks or "all",
+            "seeds": args.seeds,
+            "k": args.k or info.get("k") or "default",
+            "probe": vars(probe),
+        }
+        run_id = log_evaluation(
+            "lvu",
+            metrics,
+            params,
+            text,
+            [out],
+            pretrain_run_id=info.get("pretrain_run_id"),
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            run_name=f"lvu {args.features}" if model is not None else "lvu no-pretraining",
+            step_metrics=steps,
+        )
+        print(f"MLflow run {run_id}" if run_id else "MLflow: not logged (tracking unavailable)")
+    return 0
+
+
+def run_transfer(args) -> int:
+    from lmp_bench.tracking import log_evaluation
+    from lmp_bench.transfer import evaluate_transfer
+
+    probe = probe_config(args.probe, args.set)
+    model = _model_arg(args.model)
+    res = evaluate_transfer(
+        model,
+        args.store,
+        args.labels,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        probe=probe,
+        k=args.k,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+    text = res.format()
+    print(text)
+    out = res.write_parquet(_out_path(args, "transfer"))
+    print(f"\nwrote {out}")
+    if not args.no_mlflow:
+        run_id = log_evaluation(
+            "transfer",
+            res.metrics(),
+            {
+                "model": args.model,
+                "store": str(Path(args.store).resolve()),
+                "labels": args.labels,
+                "seeds": args.seeds,
+                "probe": vars(probe),
+                "tasks": args.tasks or "all",
+            },
+            text,
+            [out],
+            pretrain_run_id=_pretrain_run(args),
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            run_name="transfer",
+        )
+        print(f"MLflow run {run_id}" if run_id else "MLflow: not logged (tracking unavailable)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from lmp_bench.lvu import LVUFormatError
+    from lmp_bench.lvu_probe import MissingClipsError
+
+    expected: tuple[type[BaseException], ...] = (
+        LVUFormatError,
+        MissingClipsError,
+        FileNotFoundError,
+        ValueError,
+    )
+    try:
+        from lmp_data import StoreError
+
+        expected += (StoreError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return int(args.func(args) or 0)
+    except expected as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"lmp-bench {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
