@@ -72,6 +72,8 @@ def write_movie(
     rng = np.random.default_rng(seed)
     w, h = size
     colors = rng.uniform(0, 255, size=(len(shot_lengths), 2, 3)).astype(np.float32)
+    for i in range(1, len(colors)):  # each shot's colours far from the previous one's: a clear cut
+        colors[i] = (colors[i - 1] + 128 + rng.uniform(-30, 30, size=(2, 3))) % 256
     bounds = np.concatenate([[0.0], np.cumsum(shot_lengths)])
     duration = float(bounds[-1])
     n_frames = int(round(duration * fps))

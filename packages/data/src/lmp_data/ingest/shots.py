@@ -46,7 +46,9 @@ def cuts_to_shots(cuts: np.ndarray, duration: float, min_shot_len: float = 0.0) 
 def _scenedetect_cuts(path: Path, threshold: float | None) -> tuple[np.ndarray, float]:
     from scenedetect import ContentDetector, SceneManager, open_video
 
-    detector = ContentDetector() if threshold is None else ContentDetector(threshold=threshold)
+    # its own minimum (15 frames) is replaced by `min_shot_len`, which works in seconds for any frame rate
+    kwargs = {"min_scene_len": 1} if threshold is None else {"min_scene_len": 1, "threshold": threshold}
+    detector = ContentDetector(**kwargs)
     try:
         video = open_video(str(path), backend="pyav")
         manager = SceneManager()

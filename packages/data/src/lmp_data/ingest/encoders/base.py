@@ -97,8 +97,14 @@ def load_into(module: torch.nn.Module, path: Path, what: str, strict: bool = Tru
 
 
 def sha256_paths(*paths: Path) -> str:
-    """sha256 over files (and every file inside folders, by relative path) — the store's weights checksum."""
+    """The store's weights checksum: of one file, its plain sha256 (as `sha256sum` prints it); of several
+    files or folders, a sha256 over every file's relative name and bytes."""
     h = hashlib.sha256()
+    if len(paths) == 1 and paths[0].is_file():
+        with open(paths[0], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
     for p in paths:
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         for f in files:
