@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,9 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", str(path), artifact_path)
 
-    def log_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
-        for p in paths:
-            self.log_artifact(p, artifact_path)
+    def log_dir(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log the files of folder `path` under `artifact_path` (not under `artifact_path/<folder name>`)."""
+        self._call("log_artifacts", str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED / FAILED / KILLED."""

@@ -2,7 +2,8 @@
 
 Run it directly (one process), or under a launcher for several ranks:
 `torchrun --nproc_per_node 2 -m lmp_model.pretrain.cli CONFIG ...`, `deepspeed --num_gpus 2 ...`, or
-`srun` (SLURM variables). Exit codes: 0 done, 2 invalid config or arguments, 3 non-finite loss.
+`srun` (SLURM variables). Exit codes: 0 done, 2 invalid config or arguments, 3 non-finite loss, 75 preempted (checkpoint
+saved on SLURM's warning signal, see `preempt`; requeue and run again with --resume).
 """
 
 from __future__ import annotations
@@ -55,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"lmp-pretrain: error: {e}", file=sys.stderr)
         return 2
+    from lmp_model.pretrain import preempt
     from lmp_model.pretrain.train import NonFiniteLossError, run
 
+    preempt.install_handler()
     try:
         result = run(cfg, resume=args.resume)
+    except preempt.Preempted as e:
+        print(f"lmp-pretrain: {e}", file=sys.stderr)
+        return preempt.PREEMPTED_EXIT_CODE
     except NonFiniteLossError as e:
         print(f"lmp-pretrain: error: {e}", file=sys.stderr)
         return 3

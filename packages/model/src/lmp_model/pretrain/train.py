@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lmp_model.pretrain import checkpoint as ckpt
+from lmp_model.pretrain import preempt
 from lmp_model.pretrain.config import PretrainConfig, config_to_dict, config_to_yaml, validate
 from lmp_model.pretrain.data import WindowStream, load_train_data
 from lmp_model.pretrain.dist import DistContext, setup, teardown
@@ -201,8 +202,8 @@ class _Trainer:
             self._loop(engine, scheduler, stream, start_step, total_steps, accum, global_batch)
             export_dir = self._finish(engine, data, total_steps, accum)
             status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
+        except (KeyboardInterrupt, preempt.Preempted):
+            status = "KILLED"  # a resumed run sets it RUNNING again
             raise
         except Exception as e:
             if self.tracker is not None:
@@ -342,8 +343,13 @@ class _Trainer:
                         step, total_steps, rec["loss/total"], lr, rec["perf/windows_per_s"],
                         100 * rec["perf/data_wait_frac"],
                     )  # fmt: skip
-            if (t.ckpt_every and step % t.ckpt_every == 0) or step == total_steps:
+            saved = (t.ckpt_every and step % t.ckpt_every == 0) or step == total_steps
+            if saved:
                 self._save(step, stream.next_step)
+            if step < total_steps and preempt.requested(sync=True):  # SLURM's warning signal (cli.py)
+                if not saved:
+                    self._save(step, stream.next_step)
+                raise preempt.Preempted(step, self.last_good, preempt.reason())
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save(self, step: int, micro_step: int) -> None:
@@ -424,7 +430,7 @@ class _Trainer:
                 if self.cfg.mlflow.log_weights:
                     from lmp_model.export import EXPORT_ARTIFACT
 
-                    self.tracker.log_artifact(export_dir, EXPORT_ARTIFACT)
+                    self.tracker.log_dir(export_dir, EXPORT_ARTIFACT)
         self.barrier()
         return export_dir
 

@@ -1,0 +1,223 @@
+"""lmp_model.pretrain in one process: real DeepSpeed engines (gloo), real Zarr store, real SQLite MLflow.
+
+The store is built here (small, with shared structure across modalities so the losses can fall).
+Multi-rank runs and kill-and-resume live in test_pretrain_dist.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmp_model.export import load_pretrained
+from lmp_model.pretrain import ConfigError, NonFiniteLossError, load_pretrain_config, run
+from lmp_model.pretrain.checkpoint import COMPLETE, latest_tag
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "experiments" / "configs" / "pretrain" / "tiny.yaml"
+
+
+def make_store(path: Path, movies: int = 6, seed: int = 0, dims=(24, 16, 16)) -> Path:
+    """Movies whose video, audio and text are noisy views of one slowly drifting latent per shot."""
+    from lmp_data import FeatureStore
+
+    rng = np.random.default_rng(seed)
+    enc = {m: {"name": f"synthetic-{m}", "dim": d} for m, d in zip(("video", "audio", "text"), dims)}
+    store = FeatureStore.create(path, enc, dtype="float32")
+    proj = [rng.normal(size=(8, d)) for d in dims]
+    for i in range(movies):
+        n = int(rng.integers(30, 60))
+        z = np.cumsum(rng.normal(size=(n, 8)), 0) * 0.3 + rng.normal(size=(n, 8))
+        ends = np.cumsum(rng.uniform(1, 4, n).round(2)).round(2)
+        starts = np.concatenate([[0.0], ends[:-1]])
+        tok_shot = np.sort(rng.integers(0, n, 2 * n))
+        a = starts[tok_shot] + rng.uniform(0, 0.5, 2 * n) * (ends - starts)[tok_shot]
+        store.write_movie(
+            f"m{i:02d}",
+            shots=np.stack([starts, ends], 1),
+            video=(z @ proj[0] + 0.3 * rng.normal(size=(n, dims[0]))).astype("float32"),
+            audio=(z @ proj[1] + 0.3 * rng.normal(size=(n, dims[1]))).astype("float32"),
+            text=((z[tok_shot] + 0.3 * rng.normal(size=(2 * n, 8))) @ proj[2]).astype("float32"),
+            text_spans=np.stack([a, a + 0.3 * (ends - starts)[tok_shot]], 1),
+            meta={"split": "train" if i < movies - 1 else "val"},
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("store") / "store")
+
+
+def tiny(store: Path, tmp: Path, *overrides: str):
+    return load_pretrain_config(
+        TINY,
+        [
+            f"data.store={store}",
+            f"train.out_dir={tmp / 'runs'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+            "train.threads=1",
+            *overrides,
+        ],
+    )
+
+
+def n_runs(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT run_uuid, status FROM runs").fetchall()
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_invalid_configs_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.no_such_key"):
+        load_pretrain_config(TINY, ["train.no_such_key=1"])
+    with pytest.raises(ConfigError, match=r"train\.steps.*abc"):
+        load_pretrain_config(TINY, ["train.steps=abc"])
+    with pytest.raises(ConfigError, match=r"train\.zero_stage: expected 0, 1, 2 or 3, got 4"):
+        load_pretrain_config(TINY, ["train.zero_stage=4"])
+    with pytest.raises(ConfigError, match=r"data\.k: expected <= model\.max_shots=16, got 20"):
+        load_pretrain_config(TINY, ["data.k=20"])
+    with pytest.raises(ConfigError, match=r"ModelConfig\.encoder\.heads"):
+        load_pretrain_config(TINY, ["model.encoder.heads=5"])
+    with pytest.raises(ConfigError, match=r"train\.bf16"):
+        load_pretrain_config(TINY, ["train.bf16=maybe"])
+    with pytest.raises(ConfigError, match="no such file"):
+        load_pretrain_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=rf"{bad.name}.*train\.lr: expected > 0"):
+        load_pretrain_config(bad, ["data.demo=tiny", "train.steps=1"])
+
+
+def test_yaml_configs_load():
+    for name in ("tiny", "demo", "paper"):
+        cfg = load_pretrain_config(
+            REPO / "experiments" / "configs" / "pretrain" / f"{name}.yaml", ["data.store=/x"]
+        )
+        assert cfg.name == name
+    paper = load_pretrain_config(
+        REPO / "experiments" / "configs" / "pretrain" / "paper.yaml", ["data.store=/x"]
+    )
+    with pytest.raises(ConfigError, match=r"data\.store"):
+        load_pretrain_config(REPO / "experiments" / "configs" / "pretrain" / "paper.yaml")
+    assert (paper.train.lr, paper.train.global_batch, paper.data.k, paper.model.encoder.layers) == (
+        1e-3,
+        1024,
+        30,
+        3,
+    )
+    assert paper.model.loss.temperature == 0.3
+
+
+# ------------------------------------------------------------------------------------- one rank
+def test_zero0_trains_tracks_exports_and_reproduces(store, tmp_path):
+    res = run(tiny(store, tmp_path, "name=a"))
+    totals = [h["loss/total"] for h in res.history]
+    assert len(totals) == 12 and all(np.isfinite(totals))
+    assert np.mean(totals[-3:]) < 0.8 * np.mean(totals[:3]), totals
+    # checkpoints: every 4 steps, the last 2 kept, all complete
+    ckpts = tmp_path / "runs" / "a" / "checkpoints"
+    assert latest_tag(ckpts) == "step00000012"
+    assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step00000008", "step00000012"]
+    assert all((ckpts / t / COMPLETE).is_file() for t in ("step00000008", "step00000012"))
+    # MLflow: one finished run with params, per-step metrics, tags and artifacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r = client.get_run(res.mlflow_run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["train.zero_stage"] == "0" and r.data.params["data.k"] == "8"
+    assert r.data.tags["store"] == str(store.resolve())
+    assert "synthetic-video" in r.data.tags["encoders"] and r.data.tags["git_commit"]
+    hist = client.get_metric_history(res.mlflow_run_id, "loss/total")
+    assert [m.step for m in hist] == list(range(1, 13))
+    assert [m.value for m in hist] == pytest.approx(totals)
+    for key in (
+        "loss/intra/video",
+        "loss/inter/v2a",
+        "loss/cross/a2l",
+        "lr",
+        "perf/windows_per_s",
+        "perf/data_wait_frac",
+    ):
+        assert len(client.get_metric_history(res.mlflow_run_id, key)) == 12, key
+    arts = {a.path for a in client.list_artifacts(res.mlflow_run_id)}
+    assert {"config.yaml", "loss_curve.png", "export"} <= arts
+    # export: loads without DeepSpeed, identical to the trained weights, by folder and by run id
+    model = load_pretrained(res.export_dir)
+    assert model.encoders["video"]["name"] == "synthetic-video"
+    via_run = load_pretrained(
+        f"runs:/{res.mlflow_run_id}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), via_run.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    # the same config and seed give the same loss curve (also: a second run in this process works)
+    res2 = run(tiny(store, tmp_path, "name=b"))
+    assert [h["loss/total"] for h in res2.history] == totals
+    a, b = load_pretrained(res.export_dir), load_pretrained(res2.export_dir)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # a different seed gives a different curve
+    res3 = run(tiny(store, tmp_path, "name=c", "train.seed=1", "train.steps=3"))
+    assert [h["loss/total"] for h in res3.history] != totals[:3]
+    assert len(n_runs(tmp_path / "mlflow.db")) == 3
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_stages_one_rank_resume_and_export(store, tmp_path, stage):
+    cfg = tiny(store, tmp_path, "name=z", f"train.zero_stage={stage}", "train.steps=6", "train.ckpt_every=3")
+    res = run(cfg)
+    totals = [h["loss/total"] for h in res.history]
+    assert np.mean(totals[-2:]) < np.mean(totals[:2]), totals
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(cfg)
+    # resume the finished run with more steps: continues from step 6, same MLflow run
+    more = tiny(store, tmp_path, "name=z", f"train.zero_stage={stage}", "train.steps=8", "train.ckpt_every=3")
+    res2 = run(more, resume=True)
+    assert res2.resumed_from == 6 and res2.mlflow_run_id == res.mlflow_run_id
+    assert [h["step"] for h in res2.history] == list(range(1, 9))
+    assert [h["loss/total"] for h in res2.history][:6] == totals
+    assert n_runs(tmp_path / "mlflow.db") == [(res.mlflow_run_id, "FINISHED")]
+    model = load_pretrained(res2.export_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 10_000 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nonfinite_loss_stops_with_step_and_term(store, tmp_path):
+    def poison(step, out):
+        if step == 6:
+            out.terms["inter/v2a"] = out.terms["inter/v2a"] * float("nan")
+
+    cfg = tiny(store, tmp_path, "name=nan", "train.ckpt_every=4")
+    with pytest.raises(NonFiniteLossError, match=r"step 6: term 'inter/v2a' = nan") as err:
+        run(cfg, loss_hook=poison)
+    assert err.value.last_checkpoint.endswith("step00000004")
+    ckpts = tmp_path / "runs" / "nan" / "checkpoints"
+    assert latest_tag(ckpts) == "step00000004"
+    ((run_id, status),) = n_runs(tmp_path / "mlflow.db")
+    assert status == "FAILED"
+    # the last good checkpoint resumes
+    res = run(tiny(store, tmp_path, "name=nan", "train.steps=6"), resume=True)
+    assert res.resumed_from == 4 and np.isfinite(res.final_losses["loss/total"])
+
+
+def test_unreachable_tracking_warns_once_and_trains(store, tmp_path, caplog):
+    from lmp_model.pretrain.dist import free_port
+
+    cfg = tiny(
+        store,
+        tmp_path,
+        "name=offline",
+        "train.steps=3",
+        f"mlflow.tracking_uri=http://127.0.0.1:{free_port()}",
+    )
+    with caplog.at_level(logging.WARNING, logger="lmp_model.tracking"):
+        res = run(cfg)
+    warnings = [r for r in caplog.records if r.name == "lmp_model.tracking"]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert res.mlflow_run_id is None and len(res.history) == 3
+    assert (res.export_dir / "model.safetensors").is_file()
