@@ -1,0 +1,152 @@
+"""How much room the demo benchmark leaves for pretraining: reference probes on the LVU tasks.
+
+For every task, on the same labelled clips and splits as the LVU files, the test score of
+- `chance`: the most frequent train class (classification) / the train mean (regression, MSE);
+- `base_linear`: the LVU protocol without pretraining -- clip-time-averaged base features (video, audio,
+  language concatenated), standardised, one linear layer (sklearn LogisticRegression / Ridge, the
+  regularisation chosen on val);
+- `base_mlp`: an MLP on the concatenated base features of the clip's first `mlp_shots` shots;
+- `cross_modal`: a linear probe on the clip-average of the outer product of PCA-reduced video and audio
+  features (PCA fitted on the pretraining store, no labels): an invariant that cross-modal agreement
+  exposes -- evidence that the signal is recoverable from the data alone;
+- `oracle`: the same linear probe on the clip-averaged true shared latent (what a perfect invariant
+  encoder could extract).
+Classification scores are top-1 accuracy (higher is better), regression MSE of LVU's normalised targets.
+scikit-learn is imported lazily (it comes with lmp-bench); this module is analysis, not data plumbing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from .generate import Demo, Movie
+from .labels import CLASSIFICATION_TASKS, TASKS, select_clips
+
+PROBES = ("chance", "base_linear", "base_mlp", "cross_modal", "oracle")
+LIKE_MEAN, VIEW_MEAN = 9.138220535629456, 11.76425435683139  # LVU's normalisation constants
+
+
+def target(task: str, row: dict[str, Any]) -> float:
+    """The label of `row` as LVU's code uses it (class id, or the normalised engagement score)."""
+    if task == "like_ratio":
+        return 10 * row["like_count"] / (row["like_count"] + row["dislike_count"]) - LIKE_MEAN
+    if task == "view_count":
+        return float(np.log(row["view_count"]) - VIEW_MEAN)
+    return row[task]
+
+
+def clip_features(demo: Demo, n_pca: int = 16, mlp_shots: int = 16) -> dict[str, dict[str, np.ndarray]]:
+    """Per clip id, the feature vector each probe uses."""
+    from sklearn.decomposition import PCA
+
+    pv = PCA(n_pca, random_state=0).fit(np.concatenate([m.video for m in demo.pretrain]))
+    pa = PCA(n_pca, random_state=0).fit(np.concatenate([m.audio for m in demo.pretrain]))
+    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in PROBES[1:]}
+    for c in demo.clips:
+        out["base_linear"][c.movie_id] = _base_mean(c)
+        out["oracle"][c.movie_id] = c.truth_latent.mean(0)
+        zv, za = pv.transform(c.video), pa.transform(c.audio)
+        out["cross_modal"][c.movie_id] = np.einsum("si,sj->ij", zv, za).ravel() / len(c.shots)
+        seq = np.concatenate([c.video, c.audio], 1)[:mlp_shots]
+        pad = np.zeros((mlp_shots, seq.shape[1]), np.float32)
+        pad[: len(seq)] = seq
+        out["base_mlp"][c.movie_id] = pad.ravel()
+    return out
+
+
+def _base_mean(c: Movie) -> np.ndarray:
+    text = c.text.mean(0) if len(c.text) else np.zeros(c.text.shape[1], np.float32)
+    return np.concatenate([c.video.mean(0), c.audio.mean(0), text])
+
+
+def measure(demo: Demo, tasks: tuple[str, ...] = TASKS, probes: tuple[str, ...] = PROBES) -> dict[str, dict]:
+    """`{task: {probe: test score}}` on the LVU selection of `demo` (see the module docstring)."""
+    feats = clip_features(demo) if set(probes) - {"chance"} else {}
+    sel = select_clips(demo)
+    res: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        ys = {s: np.array([target(task, r) for r in rows]) for s, rows in sel[task].items()}
+        ids = {s: [r["clip_id"] for r in rows] for s, rows in sel[task].items()}
+        cls = task in CLASSIFICATION_TASKS
+        res[task] = {}
+        for probe in probes:
+            if probe == "chance":
+                if cls:
+                    vals, counts = np.unique(ys["train"], return_counts=True)
+                    res[task][probe] = float(np.mean(ys["test"] == vals[np.argmax(counts)]))
+                else:
+                    res[task][probe] = float(np.mean((ys["test"] - ys["train"].mean()) ** 2))
+                continue
+            X = {s: np.stack([feats[probe][i] for i in ids[s]]) for s in ids}
+            res[task][probe] = _probe(X, ys, cls, mlp=probe == "base_mlp")
+    return res
+
+
+def _probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], cls: bool, mlp: bool) -> float:
+    """Fit on train for each regularisation strength, keep the best on val, score on test."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for reg in (1e-3, 1e-2, 1e-1, 1.0, 10.0):
+        if mlp:
+            est = (MLPClassifier if cls else MLPRegressor)(
+                (256,), alpha=reg * 10, max_iter=300, early_stopping=False, random_state=0
+            )
+        elif cls:
+            est = LogisticRegression(C=reg, max_iter=2000)
+        else:
+            est = Ridge(alpha=1.0 / reg)
+        model = make_pipeline(StandardScaler(), est).fit(X["train"], y["train"])
+        val = _score(model, X["val"], y["val"], cls)
+        if best is None or (val > best[0] if cls else val < best[0]):
+            best = (val, model)
+    assert best is not None
+    return _score(best[1], X["test"], y["test"], cls)
+
+
+def _score(model: Any, X: np.ndarray, y: np.ndarray, cls: bool) -> float:
+    pred = model.predict(X)
+    return float(np.mean(pred == y)) if cls else float(np.mean((pred - y) ** 2))
+
+
+def format_table(res: dict[str, dict[str, float]]) -> str:
+    probes = list(next(iter(res.values())))
+    lines = [
+        "| task | metric | " + " | ".join(probes) + " |",
+        "|---|---|" + "---|" * len(probes),
+    ]
+    for task, r in res.items():
+        metric = "top-1 acc" if task in CLASSIFICATION_TASKS else "MSE"
+        lines.append(f"| {task} | {metric} | " + " | ".join(f"{r[p]:.3f}" for p in probes) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lmp_data.demo.headroom --size default --seed 0`: print the headroom table."""
+    from .config import DemoConfig
+    from .generate import generate
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", nargs="*", default=list(TASKS))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="DemoConfig overrides")
+    a = ap.parse_args(argv)
+    from .command import parse_overrides
+
+    cfg = DemoConfig.preset(a.size, seed=a.seed, **parse_overrides(a.set))
+    res = measure(generate(cfg), tuple(a.tasks))
+    print(f"size={a.size} seed={a.seed} overrides={a.set}")
+    print(format_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
