@@ -25,6 +25,7 @@ files by job id, and a restarted cluster reuses job ids.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -36,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from lmp_model.pretrain import preempt
-from lmp_model.pretrain.config import ConfigError, load_pretrain_config
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from lmp_model.pretrain import preempt
+from lmp_model.pretrain.config import ConfigError, load_pretrain_config
 
 SUBMISSION_TAG = "lmp_submission"
 
@@ -170,7 +172,9 @@ def _requeue(job_id: str) -> None:
 
 
 def make_executor(scfg: SlurmConfig, folder: Path, local: bool) -> submitit.AutoExecutor:
-    ex = submitit.AutoExecutor(folder=folder, cluster="local" if local else None)
+    ex = submitit.AutoExecutor(
+        folder=folder, cluster="local" if local else None, slurm_max_num_timeout=scfg.max_num_timeout
+    )
     params: dict[str, Any] = {
         "name": scfg.job_name,
         "nodes": scfg.nodes,
@@ -184,7 +188,6 @@ def make_executor(scfg: SlurmConfig, folder: Path, local: bool) -> submitit.Auto
         params["mem_gb"] = scfg.mem_gb
     if ex.cluster == "slurm":
         params["slurm_signal_delay_s"] = scfg.signal_delay_s
-        params["slurm_max_num_timeout"] = scfg.max_num_timeout
         params["slurm_additional_parameters"] = {"requeue": True, **scfg.additional}
         if scfg.partition:
             params["slurm_partition"] = scfg.partition
@@ -262,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MLflow: {uri} experiment {cfg.mlflow.experiment!r}, tag {SUBMISSION_TAG}={submission}", flush=True
     )
+    run_id = None
     if cfg.mlflow.enabled and args.find_run_s > 0:
         run = find_mlflow_run(uri, cfg.mlflow.experiment, submission, args.find_run_s)
-        print(f"MLflow run: {run.info.run_id if run else 'not created yet'}", flush=True)
+        run_id = run.info.run_id if run else None
+        print(
+            f"MLflow run: {run_id or f'not created within {args.find_run_s:.0f} s (job queued or starting)'}"
+        )
     if not args.wait:
         return 0
     try:
@@ -273,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"submit_pretrain: job {job.job_id} failed: {e}", file=sys.stderr)
         return 1
     summary = next((r for r in results if r), None)
-    print(f"result: {summary}", flush=True)
+    if summary and summary.get("mlflow_run_id") and not run_id:
+        print(f"MLflow run: {summary['mlflow_run_id']}")
+    print(f"result: {json.dumps(summary)}", flush=True)
     return 0 if summary and not summary.get("preempted") else 1
 
 

@@ -99,6 +99,11 @@ export MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 export MASTER_PORT=$((10000 + SLURM_JOB_ID % 50000))
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 export PYTHONUNBUFFERED=1
+# Created by a task asked to stop (lmp_model.pretrain.preempt.MARKER_ENV): with --kill-on-bad-exit, srun
+# may report the code of a task it killed (143) instead of 75, so the marker is what says "preempted".
+# Rank 0 runs on this node, so a node-local path works on multi-node jobs too.
+export LMP_PREEMPT_MARKER="${TMPDIR:-/tmp}/lmp-preempt-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"
+rm -f "$LMP_PREEMPT_MARKER"
 
 say "start: $SLURM_NTASKS tasks on $SLURM_JOB_NODELIST, master $MASTER_ADDR:$MASTER_PORT, config $CONFIG ${OVR[*]}"
 
@@ -123,9 +128,14 @@ while kill -0 "$srun_pid" 2>/dev/null; do
   wait "$srun_pid"
   rc=$?
 done
-say "lmp-pretrain exited with $rc"
+stopped=""
+[ -e "$LMP_PREEMPT_MARKER" ] && stopped=1
+rm -f "$LMP_PREEMPT_MARKER"
+say "lmp-pretrain exited with $rc${stopped:+ (a task was asked to stop)}"
 
-if [ "$rc" = "$PREEMPTED" ] || { [ -n "$signalled" ] && [ "$rc" != 0 ] && [ "$rc" != 2 ]; }; then
+# Requeue when the run stopped for a checkpoint (75), or was told to stop and did not finish (a task
+# killed before it could checkpoint resumes from the last periodic checkpoint). Never on a config error.
+if [ "$rc" = "$PREEMPTED" ] || { [ -n "$signalled$stopped" ] && [ "$rc" != 0 ] && [ "$rc" != 2 ]; }; then
   if [ "${SLURM_RESTART_COUNT:-0}" -ge "${LMP_MAX_REQUEUES:-100}" ]; then
     say "not requeued: already requeued ${SLURM_RESTART_COUNT} times (LMP_MAX_REQUEUES)"
     exit "$rc"

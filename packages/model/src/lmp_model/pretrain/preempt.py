@@ -38,6 +38,10 @@ PREEMPTED_EXIT_CODE = 75
 """Exit status of a run that saved a checkpoint because it was asked to stop (sysexits' EX_TEMPFAIL:
 "try again later"). `slurm/pretrain.sh` requeues the job on it; any other non-zero status is a failure."""
 
+MARKER_ENV = "LMP_PREEMPT_MARKER"
+"""If set, a file path created when a stop is requested on this task: `slurm/pretrain.sh` sets it so it
+knows a task was asked to stop even when srun reports another task's code (`--kill-on-bad-exit`)."""
+
 SIGNALS_ENV = "LMP_PREEMPT_SIGNALS"
 DEFAULT_SIGNALS = ("USR1", "USR2", "TERM")
 """USR1: `slurm/pretrain.sh`'s time-limit warning (forwarded by the batch shell through srun);
@@ -112,6 +116,12 @@ def request(reason: str = "requested") -> None:
     if not _event.is_set():
         _reason = reason
         _event.set()
+        marker = os.environ.get(MARKER_ENV)
+        if marker:
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+            except OSError:
+                pass
         # Logging from a signal handler is not strictly safe; one line, once, is worth it for the job log.
         log.warning(
             "stop requested (%s): checkpoint at the next step boundary, then exit %d",
@@ -153,6 +163,7 @@ def requested(sync: bool = False) -> bool:
 
 __all__ = [
     "DEFAULT_SIGNALS",
+    "MARKER_ENV",
     "PREEMPTED_EXIT_CODE",
     "Preempted",
     "install_handler",
