@@ -114,7 +114,7 @@ def fit_probe(
 ) -> Probe:
     """Train one probe and keep the epoch whose `select(val_pred, y_val)` is highest."""
     cfg = cfg or ProbeConfig()
-    with torch_threads(cfg.threads):
+    with torch_threads(cfg.threads), torch.enable_grad():  # callers may be under no_grad (encoding)
         return _fit(x_train, y_train, x_val, y_val, kind, n_out, cfg, seed, select)
 
 
