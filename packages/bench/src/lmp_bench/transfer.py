@@ -1,19 +1,21 @@
-"""Transfer tasks of the paper's section 4.3 on a clip store (label formats: docs/bench.md).
+"""Transfer tasks of the paper's section 4.3 on a clip store (formats: docs/bench.md, the demo's README).
 
-- AVE-style per-shot attributes (`ave/{split}.csv`: clip_id, shot, one integer column per attribute):
-  each shot's contextual feature (from eval windows over its scene) -> one linear layer per attribute;
-  average per-class accuracy on test (Table 6).
-- Shot sequence ordering (`ordering/{split}.csv`: clip_id, start, label): shots start..start+2 shown in
-  the order `PERMUTATIONS[label]`; the shown sequence is encoded as one 3-shot window, the three
-  contextual shot features are concatenated, a 6-way linear layer predicts `label` (Table 7).
-- Next shot selection (`next_shot/{split}.csv`: clip_id, context_start, cand0..cand4, label): each
-  candidate is encoded after the 4 context shots as a 5-shot window; [mean context feature ; candidate
-  feature] is scored by one linear layer, softmax over the 5 candidates; accuracy (Table 7).
-- Zero-shot retrieval (`retrieval/scenes.csv`: clip_id, first_shot, last_shot; `retrieval/descriptions.npz`:
-  clip_id [n], offsets [n+1], tokens [T, Dl]): scene = mean v_ctx over its shots, soundtrack = mean a_ctx,
-  description = mean l_ctx of its tokens encoded alone; cosine similarity; R@1/5/10, median and mean
-  rank for scene->soundtrack, soundtrack->scene and description->scene (Tables 8, 9).
-A task whose files are absent is skipped (and reported), so a store can carry any subset.
+Inputs under `labels_dir` (the demo writes them; bring real data in the same formats):
+- `shot_attributes.parquet`: clip_id, shot_index, split and one integer column per attribute (AVE-style);
+- `descriptions.npz`: clip_id [n], offsets [n+1], tokens [T, Dl] (+ optional split [n]).
+The clip split comes from `shot_attributes.parquet`, else from the store manifest's `split` column.
+
+- AVE attributes: each shot's contextual feature (eval windows over its clip) -> one linear layer per
+  attribute; average per-class accuracy on test (Table 6), and the average over attributes.
+- Shot sequence ordering: 3 consecutive shots shown in the order `PERMUTATIONS[label]` (label drawn
+  uniformly, `samples_per_clip` per clip, seeded), encoded as one 3-shot window; the 3 contextual shot
+  features are concatenated; 6-way linear layer; accuracy (Table 7).
+- Next shot selection: a 9-shot run, shots 0-3 the context, shots 4-8 the candidates (true: shot 4);
+  each candidate is encoded after the context as a 5-shot window, [mean context ; candidate] is scored
+  by one linear layer with a softmax over the 5 candidates; accuracy (Table 7).
+- Zero-shot retrieval over the test clips: scene = clip-mean v_ctx, soundtrack = clip-mean a_ctx
+  (scene->soundtrack and back), description = mean l_ctx of its tokens encoded alone -> scene; cosine
+  similarity; R@1/5/10, median and mean rank (Tables 8, 9).
 """
 
 from __future__ import annotations
@@ -86,33 +88,40 @@ class TransferResult:
 
 
 # -- reading labels ------------------------------------------------------------------------------------
-def _read(path: Path, required: Sequence[str]) -> pl.DataFrame:
+SPLITS = ("train", "val", "test")
+
+
+def read_shot_attributes(path: Path) -> tuple[pl.DataFrame, list[str]]:
+    """(table, attribute columns) of `shot_attributes.parquet`; integer columns other than shot_index."""
     try:
-        df = pl.read_csv(path, infer_schema=False)
+        df = pl.read_parquet(path)
     except Exception as e:  # noqa: BLE001
-        raise TransferFormatError(f"{path}: not a readable CSV ({e})") from e
-    missing = [c for c in required if c not in df.columns]
+        raise TransferFormatError(f"{path}: not a readable Parquet file ({e})") from e
+    missing = [c for c in ("clip_id", "shot_index", "split") if c not in df.columns]
     if missing:
         raise TransferFormatError(f"{path}: missing column(s) {missing}; has {df.columns}")
-    for c in df.columns:
-        if c == "clip_id":
-            continue
-        cast = df[c].cast(pl.Int64, strict=False)
-        if cast.is_null().any():
-            i = int(cast.is_null().arg_max())
-            raise TransferFormatError(f"{path}:{i + 2}: column {c!r} value {df[c][i]!r} is not an integer")
-        df = df.with_columns(cast.alias(c))
-    return df
+    attrs = [c for c, t in df.schema.items() if c not in ("shot_index",) and t.is_integer()]
+    if not attrs:
+        raise TransferFormatError(f"{path}: no integer attribute columns besides shot_index")
+    bad = sorted(set(df["split"].unique()) - set(SPLITS))
+    if bad:
+        raise TransferFormatError(f"{path}: column 'split' has {bad}, expected {SPLITS}")
+    for c in attrs:
+        if df[c].null_count() or (df[c] < 0).any():
+            raise TransferFormatError(f"{path}: attribute {c!r} must be non-negative class ids without nulls")
+    return df, attrs
 
 
-def _splits(root: Path, task: str, required: Sequence[str]) -> dict[str, pl.DataFrame] | None:
-    files = {s: root / task / f"{s}.csv" for s in ("train", "val", "test")}
-    if not any(f.exists() for f in files.values()):
-        return None
-    absent = [str(f) for f in files.values() if not f.exists()]
-    if absent:
-        raise TransferFormatError(f"transfer task {task}: missing {absent}")
-    return {s: _read(f, required) for s, f in files.items()}
+def clip_splits(store, attributes: pl.DataFrame | None) -> dict[str, list[str]]:
+    """split -> clip ids, from the attribute table or the store manifest's `split` column."""
+    if attributes is not None:
+        t = attributes.select("clip_id", "split").unique()
+    else:
+        m = store.movies()
+        if "split" not in m.columns:
+            raise TransferFormatError(f"store {store.path}: no shot_attributes.parquet and no 'split' column")
+        t = m.select(pl.col("movie_id").alias("clip_id"), "split")
+    return {sp: sorted(t.filter(pl.col("split") == sp)["clip_id"].to_list()) for sp in SPLITS}
 
 
 # -- batches of arbitrary shot sequences ---------------------------------------------------------------
@@ -191,115 +200,119 @@ def shot_features(model, mem, clip_ids, names, k: int, batch_size: int = 64) -> 
 
 
 # -- the tasks -----------------------------------------------------------------------------------------
-def _ave(model, mem, splits, names, k, probe, seeds, batch_size) -> list[dict]:
-    clips = sorted(set().union(*(set(df["clip_id"]) for df in splits.values())))
+def _probe_rows(task, x, y, kind, n_out, probe, seeds, metric="accuracy") -> list[dict]:
+    score = metrics.per_class_accuracy if metric == "per_class_accuracy" else metrics.accuracy
+    rows = []
+    for seed in seeds:
+        p = fit_probe(x["train"], y["train"], x["val"], y["val"], kind, n_out, probe, seed, select=score)
+        rows.append(dict(task=task, metric=metric, seed=seed, value=score(p.predict(x["test"]), y["test"])))
+    return rows
+
+
+def _ave(model, mem, attrs_df, attrs, splits, names, k, probe, seeds, batch_size) -> list[dict]:
+    clips = [c for sp in SPLITS for c in splits[sp]]
     feats = shot_features(model, mem, clips, names, k, batch_size)
-    attrs = [c for c in splits["train"].columns if c not in ("clip_id", "shot")]
-    if not attrs:
-        raise TransferFormatError("ave/train.csv: no attribute columns besides clip_id, shot")
-    x = {s: np.stack([feats[c][i] for c, i in zip(df["clip_id"], df["shot"])]) for s, df in splits.items()}
+    x, df = {}, {}
+    for sp in SPLITS:
+        df[sp] = attrs_df.filter(pl.col("split") == sp)
+        x[sp] = np.stack([feats[c][i] for c, i in zip(df[sp]["clip_id"], df[sp]["shot_index"])])
     rows = []
     for a in attrs:
-        y = {s: df[a].to_numpy() for s, df in splits.items()}
-        n_out = int(max(v.max() for v in y.values())) + 1
-        for seed in seeds:
-            p = fit_probe(x["train"], y["train"], x["val"], y["val"], "classification", n_out, probe, seed,
-                          select=metrics.per_class_accuracy)  # fmt: skip
-            value = metrics.per_class_accuracy(p.predict(x["test"]), y["test"])
-            rows.append(dict(task=f"ave/{a}", metric="per_class_accuracy", seed=seed, value=value))
+        n_out = int(attrs_df[a].max()) + 1
+        y = {sp: df[sp][a].to_numpy() for sp in SPLITS}
+        rows += _probe_rows(f"ave/{a}", x, y, "classification", n_out, probe, seeds, "per_class_accuracy")
     per_seed = pl.DataFrame(rows).group_by("seed", maintain_order=True).agg(pl.col("value").mean())
     rows += [
-        dict(task="ave/average", metric="per_class_accuracy", seed=s, value=v)
-        for s, v in per_seed.iter_rows()
+        dict(task="ave/average", metric="per_class_accuracy", seed=s_, value=v)
+        for s_, v in per_seed.iter_rows()
     ]
     return rows
 
 
-def _ordering(model, mem, splits, names, probe, seeds, batch_size) -> list[dict]:
+def _ordering(model, mem, splits, names, probe, seeds, batch_size, per_clip, rng) -> list[dict]:
     x, y = {}, {}
-    for s, df in splits.items():
-        if ((df["label"] < 0) | (df["label"] >= 6)).any():
-            raise TransferFormatError(f"ordering/{s}.csv: label must be in [0, 6)")
-        seqs = [
-            (c, [st + p for p in PERMUTATIONS[lab]])
-            for c, st, lab in zip(df["clip_id"], df["start"], df["label"])
-        ]
+    for sp in SPLITS:
+        seqs, labels = [], []
+        for c in splits[sp]:
+            n = len(mem.movie(c)["shots"])
+            for _ in range(per_clip if n >= 3 else 0):
+                st, lab = int(rng.integers(0, n - 2)), int(rng.integers(0, 6))
+                seqs.append((c, [st + p for p in PERMUTATIONS[lab]]))
+                labels.append(lab)
+        if not seqs:
+            raise TransferFormatError(f"shot ordering: no clip of split {sp!r} has 3 shots")
         f = encode_sequences(model, mem, seqs, names, batch_size)
-        x[s], y[s] = f.reshape(len(f), -1), df["label"].to_numpy()
-    return [
-        dict(task="ordering", metric="accuracy", seed=seed,
-             value=metrics.accuracy(fit_probe(x["train"], y["train"], x["val"], y["val"], "classification", 6,
-                                              probe, seed).predict(x["test"]), y["test"]))
-        for seed in seeds
-    ]  # fmt: skip
+        x[sp], y[sp] = f.reshape(len(f), -1), np.array(labels)
+    return _probe_rows("ordering", x, y, "classification", 6, probe, seeds)
 
 
-def _next_shot(model, mem, splits, names, probe, seeds, batch_size) -> list[dict]:
-    cands = [f"cand{i}" for i in range(5)]
+def _next_shot(model, mem, splits, names, probe, seeds, batch_size, per_clip, rng) -> list[dict]:
     x, y = {}, {}
-    for s, df in splits.items():
-        seqs = []
-        for r in df.iter_rows(named=True):
-            ctx = [r["context_start"] + j for j in range(4)]
-            seqs += [(r["clip_id"], [*ctx, r[c]]) for c in cands]
-        f = encode_sequences(model, mem, seqs, names, batch_size).reshape(df.height, 5, 5, -1)
-        context = f[:, :, :4].mean(2)  # [N, 5 candidates, D]
-        x[s], y[s] = np.concatenate([context, f[:, :, 4]], -1), df["label"].to_numpy()
-    return [
-        dict(task="next_shot", metric="accuracy", seed=seed,
-             value=metrics.accuracy(fit_probe(x["train"], y["train"], x["val"], y["val"], "choice", 5, probe,
-                                              seed).predict(x["test"]), y["test"]))
-        for seed in seeds
-    ]  # fmt: skip
+    for sp in SPLITS:
+        seqs, labels = [], []
+        for c in splits[sp]:
+            n = len(mem.movie(c)["shots"])
+            for _ in range(per_clip if n >= 9 else 0):
+                st = int(rng.integers(0, n - 8))
+                order = rng.permutation(5)  # candidate j is shot st + 4 + order[j]
+                seqs += [(c, [st, st + 1, st + 2, st + 3, st + 4 + int(o)]) for o in order]
+                labels.append(int(np.flatnonzero(order == 0)[0]))
+        if not labels:
+            raise TransferFormatError(f"next shot selection: no clip of split {sp!r} has 9 shots")
+        f = encode_sequences(model, mem, seqs, names, batch_size).reshape(len(labels), 5, 5, -1)
+        x[sp], y[sp] = np.concatenate([f[:, :, :4].mean(2), f[:, :, 4]], -1), np.array(labels)
+    return _probe_rows("next_shot", x, y, "choice", 5, probe, seeds)
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
-@torch.no_grad()
-def _retrieval(model, mem, root: Path, k, batch_size) -> tuple[list[dict], dict[str, str]]:
-    rows, skipped = [], {}
-    scenes_csv = root / "retrieval" / "scenes.csv"
-    if scenes_csv.exists():
-        df = _read(scenes_csv, ["clip_id", "first_shot", "last_shot"])
-        feats = shot_features(model, mem, sorted(set(df["clip_id"])), ("v_ctx", "a_ctx"), k, batch_size)
-        d = model.cfg.d
-        v = np.stack([feats[c][a : b + 1, :d].mean(0) for c, a, b in df.iter_rows()])
-        a_ = np.stack([feats[c][a : b + 1, d:].mean(0) for c, a, b in df.iter_rows()])
-        sim = _unit(v) @ _unit(a_).T
-        for name, s in (("scene->soundtrack", sim), ("soundtrack->scene", sim.T)):
-            rows += [dict(task=f"retrieval/{name}", metric=m, seed=-1, value=val)
-                     for m, val in metrics.retrieval_metrics(s).items()]  # fmt: skip
-    else:
-        skipped["retrieval/scene<->soundtrack"] = f"no {scenes_csv}"
-    desc_npz = root / "retrieval" / "descriptions.npz"
-    if desc_npz.exists():
-        with np.load(desc_npz, allow_pickle=False) as z:
-            ids, off, tok = (
-                z["clip_id"].astype(str),
-                z["offsets"].astype(np.int64),
-                z["tokens"].astype(np.float32),
-            )
-        if len(off) != len(ids) + 1 or off[-1] != len(tok):
-            raise TransferFormatError(
-                f"{desc_npz}: offsets must have len(clip_id)+1 entries ending at len(tokens)"
-            )
-        clip_v = shot_features(model, mem, sorted(set(ids)), ("v_ctx",), k, batch_size)
-        scene = np.stack([clip_v[c].mean(0) for c in ids])
-        desc = []
-        for i in range(len(ids)):
-            t = torch.from_numpy(tok[off[i] : off[i + 1]])[None]
-            batch = {"video": torch.zeros(1, 1, mem.dims["video"]), "audio": torch.zeros(1, 1, mem.dims["audio"]),
-                     "shot_mask": torch.ones(1, 1, dtype=torch.bool), "text": t,
-                     "text_mask": torch.ones(1, t.shape[1], dtype=torch.bool),
-                     "token_shot": torch.ones(1, t.shape[1], 1, dtype=torch.bool)}  # fmt: skip
-            desc.append(model.encode(batch)["l_ctx"][0].mean(0).float().numpy())
-        sim = _unit(np.stack(desc)) @ _unit(scene).T
-        rows += [dict(task="retrieval/description->scene", metric=m, seed=-1, value=val)
-                 for m, val in metrics.retrieval_metrics(sim).items()]  # fmt: skip
-    else:
+def _retrieval_rows(task: str, sim: np.ndarray, gt=None) -> list[dict]:
+    return [
+        dict(task=task, metric=m, seed=-1, value=v) for m, v in metrics.retrieval_metrics(sim, gt).items()
+    ]
+
+
+def _retrieval(model, mem, root: Path, pool: list[str], k, batch_size) -> tuple[list[dict], dict[str, str]]:
+    d = model.cfg.d
+    feats = shot_features(model, mem, pool, ("v_ctx", "a_ctx"), k, batch_size)
+    v = np.stack([feats[c][:, :d].mean(0) for c in pool])
+    a = np.stack([feats[c][:, d:].mean(0) for c in pool])
+    sim = _unit(v) @ _unit(a).T
+    rows = _retrieval_rows("retrieval/scene->soundtrack", sim) + _retrieval_rows(
+        "retrieval/soundtrack->scene", sim.T
+    )
+    skipped = {}
+    desc_npz = root / "descriptions.npz"
+    if not desc_npz.exists():
         skipped["retrieval/description->scene"] = f"no {desc_npz}"
+        return rows, skipped
+    with np.load(desc_npz, allow_pickle=False) as z:
+        ids, off, tok = (
+            z["clip_id"].astype(str),
+            z["offsets"].astype(np.int64),
+            z["tokens"].astype(np.float32),
+        )
+    if len(off) != len(ids) + 1 or off[-1] != len(tok) or tok.ndim != 2 or tok.shape[1] != mem.dims["text"]:
+        raise TransferFormatError(
+            f"{desc_npz}: expected offsets [len(clip_id)+1] ending at len(tokens) and tokens [T, {mem.dims['text']}]"
+        )
+    row = {c: i for i, c in enumerate(pool)}
+    keep = [i for i, c in enumerate(ids) if c in row and off[i + 1] > off[i]]
+    desc = []
+    for i in keep:
+        t = torch.from_numpy(tok[off[i] : off[i + 1]])[None]
+        batch = {"video": torch.zeros(1, 1, mem.dims["video"]), "audio": torch.zeros(1, 1, mem.dims["audio"]),
+                 "shot_mask": torch.ones(1, 1, dtype=torch.bool), "text": t,
+                 "text_mask": torch.ones(1, t.shape[1], dtype=torch.bool),
+                 "token_shot": torch.ones(1, t.shape[1], 1, dtype=torch.bool)}  # fmt: skip
+        desc.append(model.encode(batch)["l_ctx"][0].mean(0).float().numpy())
+    if not desc:
+        skipped["retrieval/description->scene"] = "no description of a test clip"
+        return rows, skipped
+    sim = _unit(np.stack(desc)) @ _unit(v).T
+    rows += _retrieval_rows("retrieval/description->scene", sim, [row[ids[i]] for i in keep])
     return rows, skipped
 
 
@@ -316,71 +329,68 @@ def evaluate_transfer(
     batch_size: int = 64,
     threads: int = 1,
     model_config=None,
+    samples_per_clip: int = 4,
+    sample_seed: int = 0,
 ) -> TransferResult:
-    """Run the transfer tasks present under `labels_dir` (or those in `tasks`); see the module docstring.
+    """Run the transfer tasks (all, or `tasks`); see the module docstring.
 
     model: an LMP / export folder / MLflow run, or None (a frozen random-init LMP). features: per-shot
-    features for AVE, ordering and next shot (not l_ctx); retrieval always uses v_ctx, a_ctx, l_ctx.
+    features for AVE, ordering and next shot (not l_ctx); retrieval uses v_ctx, a_ctx and l_ctx.
+    samples_per_clip / sample_seed: how many ordering / next-shot samples are drawn per clip, and their seed.
     """
     names = parse_features(features)
     if "l_ctx" in names:
         raise ValueError("transfer features are per shot; l_ctx (per token) is not one (use l_shot)")
-    wanted = (
-        list(TRANSFER_TASKS)
-        if tasks is None
-        else ([t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks))
-    )
+    if tasks is None:
+        wanted = list(TRANSFER_TASKS)
+    else:
+        wanted = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
     bad = [t for t in wanted if t not in TRANSFER_TASKS]
     if bad:
         raise ValueError(f"unknown transfer task(s) {bad}; expected {TRANSFER_TASKS}")
-    store = open_store(eval_store)
-    if model is None:
-        lmp, info = random_model(store, model_config), {}
-    else:
-        lmp, info = resolve_model(model)
-    kk = int(k or min(info.get("k") or 30, lmp.cfg.max_shots))
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    pcfg = _probe_cfg(probe)
     root = Path(labels_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"transfer labels folder not found: {root}")
-    mem = store.load_all()
+    store = open_store(eval_store)
+    lmp, info = (random_model(store, model_config), {}) if model is None else resolve_model(model)
+    kk = int(k or min(info.get("k") or 30, lmp.cfg.max_shots))
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    pcfg = _probe_cfg(probe)
+    attr_path = root / "shot_attributes.parquet"
+    attrs_df, attrs = read_shot_attributes(attr_path) if attr_path.exists() else (None, [])
+    splits = clip_splits(store, attrs_df)
+    wanted_clips = [c for sp in SPLITS for c in splits[sp]]
+    absent = sorted(set(wanted_clips) - set(store.movies()["movie_id"].to_list()))
+    if absent:
+        raise TransferFormatError(
+            f"{attr_path}: {len(absent)} clips not in the store {store.path}: {absent[:5]}"
+        )
+    mem = store.load_all(wanted_clips)
+    rng = np.random.default_rng(sample_seed)
     rows: list[dict] = []
     skipped: dict[str, str] = {}
     was_training = lmp.training
     lmp.eval()
     try:
         with torch_threads(threads), torch.no_grad():
-            specs = {
-                "ave": (["clip_id", "shot"], lambda s: _ave(lmp, mem, s, names, kk, pcfg, seed_list, batch_size)),
-                "ordering": (["clip_id", "start", "label"],
-                             lambda s: _ordering(lmp, mem, s, names, pcfg, seed_list, batch_size)),
-                "next_shot": (["clip_id", "context_start", *[f"cand{i}" for i in range(5)], "label"],
-                              lambda s: _next_shot(lmp, mem, s, names, pcfg, seed_list, batch_size)),
-            }  # fmt: skip
-            for task, (required, fn) in specs.items():
-                if task not in wanted:
-                    continue
-                splits = _splits(root, task, required)
-                if splits is None:
-                    skipped[task] = f"no {root / task}/{{train,val,test}}.csv"
-                    continue
-                _check_clips(mem, splits, task)
-                rows += fn(splits)
+            if "ave" in wanted:
+                if attrs_df is None:
+                    skipped["ave"] = f"no {attr_path}"
+                else:
+                    rows += _ave(lmp, mem, attrs_df, attrs, splits, names, kk, pcfg, seed_list, batch_size)
+            if "ordering" in wanted:
+                rows += _ordering(lmp, mem, splits, names, pcfg, seed_list, batch_size, samples_per_clip, rng)
+            if "next_shot" in wanted:
+                rows += _next_shot(
+                    lmp, mem, splits, names, pcfg, seed_list, batch_size, samples_per_clip, rng
+                )
             if "retrieval" in wanted:
-                r, s = _retrieval(lmp, mem, root, kk, batch_size)
+                r, sk = _retrieval(lmp, mem, root, splits["test"], kk, batch_size)
                 rows += r
-                skipped.update(s)
+                skipped.update(sk)
     finally:
         lmp.train(was_training)
     for t, why in skipped.items():
         log.warning("transfer %s skipped: %s", t, why)
     schema = {"task": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64}
     return TransferResult(pl.DataFrame(rows, schema=schema), skipped)
-
-
-def _check_clips(mem, splits, task) -> None:
-    for s, df in splits.items():
-        absent = sorted(set(df["clip_id"]) - set(mem.index))
-        if absent:
-            raise TransferFormatError(f"{task}/{s}.csv: clips not in the store: {absent[:5]}")
