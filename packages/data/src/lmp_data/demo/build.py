@@ -140,6 +140,7 @@ def build_into(root: Path, cfg: DemoConfig, size: str = "") -> dict[str, Any]:
         h = hashlib.sha256()
         for m in movies:
             store.write_movie(m.movie_id, **m.store_arrays(), meta=m.meta)
+        for m in sorted(movies, key=lambda m: m.movie_id):
             _update(h, m.movie_id, m.store_arrays(), store.dtype)
         checksums[path.name] = h.hexdigest()
     counts = write_lvu(demo, p.lvu_dir)

@@ -168,6 +168,7 @@ class World:
         self.writer_names = ["\\N"] + [f"nm{i:07d}" for i in ids[n_people + 1 :]]
         self.director_genre = rng.dirichlet(np.full(4, 0.6), size=n_people)
         self.director_decade = rng.integers(0, 9, size=n_people)
+        self.director_decade[:N_LVU_PEOPLE] = rng.permutation(np.arange(N_LVU_PEOPLE) % 9)  # all decades
         self.director_writer = rng.integers(0, N_LVU_PEOPLE, size=n_people)
         extra = rng.integers(N_LVU_PEOPLE, n_people, size=n_people) if cfg.extra_people else None
         if extra is not None:  # pretraining-only directors mostly work with pretraining-only writers
@@ -181,7 +182,8 @@ class World:
         d = int(rng.integers(0, n))
         w = int(self.director_writer[d]) if rng.random() < 0.7 else int(rng.integers(0, n))
         genre = int(rng.choice(4, p=self.director_genre[d]))
-        year = int(np.clip(self.director_decade[d] + rng.integers(-1, 2), 0, 8))
+        near = int(np.clip(self.director_decade[d] + rng.integers(-1, 2), 0, 8))
+        year = near if rng.random() < 0.7 else int(rng.integers(0, 9))
         return dict(
             genre=genre,
             director=d,
