@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from lmp_model.losses import (
     cross_modal_loss,
     info_nce,

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf.errors import ConfigKeyError, ValidationError
+
 from lmp_model import LMP, ModelConfig, load_model_config
 from lmp_model.config import ALL_TERMS, model_config_to_dict
 from lmp_model.losses import info_nce, masked_token_loss
 from lmp_model.modules import sample_token_mask
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "model"
 DIMS = {"video": 20, "audio": 12, "text": 16}

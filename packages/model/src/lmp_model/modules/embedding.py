@@ -38,5 +38,5 @@ class ModalityEmbedding(nn.Module):
         h = target
         if masked is not None:
             h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        h = h + self.pos.weight[:length]
+        h = h + self.pos(torch.arange(length, device=h.device))  # module call: ZeRO-3 gathers it
         return self.drop(h), target

@@ -20,14 +20,19 @@ def attention_padding_mask(valid: Tensor) -> Tensor:
     return ~(valid | (empty & first))
 
 
-def _encoder(
-    d: int, layers: int, heads: int, ff_mult: int, dropout: float, activation: str, norm_first: bool
-):
+def _encoder(d: int, cfg: EncoderConfig | CrossModalConfig) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
-        d, heads, ff_mult * d, dropout, activation, batch_first=True, norm_first=norm_first
+        d,
+        cfg.heads,
+        cfg.ff_mult * d,
+        cfg.dropout,
+        cfg.activation,
+        batch_first=True,
+        norm_first=cfg.norm_first,
     )
-    norm = nn.LayerNorm(d) if norm_first else None
-    return nn.TransformerEncoder(layer, layers, norm=norm, enable_nested_tensor=False)
+    layer.self_attn.dropout = cfg.attn_dropout
+    norm = nn.LayerNorm(d) if cfg.norm_first else None
+    return nn.TransformerEncoder(layer, cfg.layers, norm=norm, enable_nested_tensor=False)
 
 
 class ContextualEncoder(nn.Module):
@@ -35,9 +40,7 @@ class ContextualEncoder(nn.Module):
 
     def __init__(self, d: int, cfg: EncoderConfig):
         super().__init__()
-        self.encoder = _encoder(
-            d, cfg.layers, cfg.heads, cfg.ff_mult, cfg.dropout, cfg.activation, cfg.norm_first
-        )
+        self.encoder = _encoder(d, cfg)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         return self.encoder(x, src_key_padding_mask=attention_padding_mask(valid))
@@ -52,9 +55,7 @@ class CrossModalTransformer(nn.Module):
 
     def __init__(self, d: int, cfg: CrossModalConfig, num_sources: int = 1):
         super().__init__()
-        self.encoder = _encoder(
-            d, cfg.layers, cfg.heads, cfg.ff_mult, cfg.dropout, cfg.activation, cfg.norm_first
-        )
+        self.encoder = _encoder(d, cfg)
         layer = nn.TransformerDecoderLayer(
             d,
             cfg.heads,
@@ -64,6 +65,7 @@ class CrossModalTransformer(nn.Module):
             batch_first=True,
             norm_first=cfg.norm_first,
         )
+        layer.self_attn.dropout = layer.multihead_attn.dropout = cfg.attn_dropout
         self.decoder = nn.TransformerDecoder(
             layer, cfg.layers, norm=nn.LayerNorm(d) if cfg.norm_first else None
         )
