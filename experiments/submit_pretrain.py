@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.wait:
         return 0
+    if ex.cluster == "slurm":
+        _wait_slurm(job)
     try:
         results = job.results()
     except submitit.core.utils.UncompletedJobError as e:
@@ -284,6 +286,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow run: {summary['mlflow_run_id']}")
     print(f"result: {json.dumps(summary)}", flush=True)
     return 0 if summary and not summary.get("preempted") else 1
+
+
+TERMINAL = (
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+)
+
+
+def _wait_slurm(job: submitit.Job, grace_s: float = 60.0) -> None:
+    """Wait for the job's result files, also watching `scontrol show job`: submitit polls `sacct`,
+    which clusters without an accounting database (like slurm/local-cluster.sh) do not answer, so a job
+    that died without writing its result would otherwise be waited for forever. A requeued job
+    (PENDING/REQUEUED again) is waited for."""
+    ended_at = None
+    while not job.done():
+        state = _scontrol_state(job.job_id)
+        if state in TERMINAL:
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at > grace_s:
+                print(f"submit_pretrain: job {job.job_id} ended {state} without a result", file=sys.stderr)
+                return
+        else:
+            ended_at = None
+        time.sleep(3)
+
+
+def _scontrol_state(job_id: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for field_ in out.split():
+        if field_.startswith("JobState="):
+            return field_.split("=", 1)[1]
+    return None
 
 
 def _sbatch_works() -> bool:

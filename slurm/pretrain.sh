@@ -140,7 +140,7 @@ if [ "$rc" = "$PREEMPTED" ] || { [ -n "$signalled$stopped" ] && [ "$rc" != 0 ] &
     say "not requeued: already requeued ${SLURM_RESTART_COUNT} times (LMP_MAX_REQUEUES)"
     exit "$rc"
   fi
-  say "checkpoint saved; requeueing job $SLURM_JOB_ID"
+  say "requeueing job $SLURM_JOB_ID: it resumes from the latest complete checkpoint"
   if timeout 60 scontrol requeue "$SLURM_JOB_ID"; then
     sleep 300 & # SLURM ends this shell as part of the requeue
     wait $!

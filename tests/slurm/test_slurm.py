@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -39,13 +38,14 @@ def cluster(tmp_path_factory):
     if shutil.which("bash") is None:
         pytest.skip("bash is needed")
     d = tmp_path_factory.mktemp("slurm")
+    pids: dict[str, int] = {}
     start = subprocess.run(
         ["bash", str(LOCAL_CLUSTER), "start", str(d)], capture_output=True, text=True, timeout=600
     )
     try:
         assert start.returncode == 0, f"local-cluster.sh start failed:\n{start.stdout}\n{start.stderr}"
         assert f"export SLURM_CONF={d}/etc/slurm.conf" in start.stdout
-        pids = {n: int((d / "run" / f"{n}.pid").read_text()) for n in ("slurmctld", "slurmd")}
+        pids.update({n: int((d / "run" / f"{n}.pid").read_text()) for n in ("slurmctld", "slurmd")})
         env = {**os.environ, "SLURM_CONF": str(d / "etc" / "slurm.conf")}
         env.pop("SLURM_JOB_ID", None)  # never mistake the test runner for a job
         yield env
@@ -61,43 +61,18 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def work(tmp_path_factory, cluster):
-    """A tiny feature store (imported with `lmp-data import`), a SQLite MLflow store and a run folder."""
+    """The tiny demo store (`lmp-data demo OUT --size tiny`), a SQLite MLflow store and a run folder."""
     d = tmp_path_factory.mktemp("pretrain")
-    npz = d / "npz"
-    npz.mkdir()
-    rng = np.random.default_rng(0)
-    for m in range(4):
-        shots = 60
-        bounds = np.arange(shots + 1) * 2.0
-        starts = np.sort(rng.uniform(0, shots * 2 - 1, 80))
-        np.savez(
-            npz / f"movie{m}.npz",
-            shots=np.stack([bounds[:-1], bounds[1:]], 1),
-            video=rng.normal(size=(shots, 32)).astype("f4"),
-            audio=rng.normal(size=(shots, 24)).astype("f4"),
-            text=rng.normal(size=(80, 16)).astype("f4"),
-            text_spans=np.stack([starts, starts + 1.0], 1),
-        )
-    store = d / "store.zarr"
     lmp_data = Path(sys.executable).parent / "lmp-data"
     r = subprocess.run(
-        [
-            str(lmp_data),
-            "import",
-            str(npz),
-            str(store),
-            "--video",
-            "v:32",
-            "--audio",
-            "a:24",
-            "--text",
-            "t:16",
-        ],
+        [str(lmp_data), "demo", str(d / "demo"), "--size", "tiny", "--quiet"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr
+    store = d / "demo" / "pretrain.zarr"
+    assert store.is_dir()
     env = {
         **cluster,
         "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",
@@ -252,7 +227,7 @@ def test_preemption_requeues_and_resumes(work, reference):
     assert rc == 0, text[-3000:]
     info = _job(work["env"], job_id)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
-    assert "got SIGUSR1" in text and f"requeueing job {job_id}" in text
+    assert "got SIGUSR1" in text and f"requeueing job {job_id}:" in text
     resumed = [int(s) for s in re.findall(r"resumed from \S+ \(step (\d+)\)", text)]
     assert len(resumed) == 1 and 5 <= resumed[0] < STEPS, resumed
     summary = _summary(text)
