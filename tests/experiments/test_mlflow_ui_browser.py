@@ -80,59 +80,78 @@ def mlflow_ui(smoke_sweep, tmp_path_factory):
                 os.killpg(pgid, signal.SIGKILL)
 
 
-def test_mlflow_ui_shows_sweep(mlflow_ui, smoke_sweep, tmp_path):
+def browse_sweep(base: str, eid: str, parent, child, shots: Path) -> dict[str, str]:
+    """The user's path through the UI; returns what it read off the pages. Screenshots into `shots`."""
     from playwright.sync_api import expect, sync_playwright
 
-    client = MlflowClient(smoke_sweep.tracking_uri)
-    exp = client.get_experiment_by_name(smoke_sweep.experiment)
-    parent = client.search_runs([exp.experiment_id], filter_string="tags.`lmp.table` = 'losses'")[0]
-    child = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`lmp.trial` = 'full-s0'",
-    )[0]
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    base, eid = mlflow_ui, exp.experiment_id
+    expect.set_options(timeout=90_000)
+    seen: dict[str, str] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
-        # classic ML mode (not the GenAI traces view), assistant panel closed
+        # classic ML mode (not the GenAI traces view); the assistant panel neither open nor auto-opening
         ml_mode = json.dumps(json.dumps("machine_learning"))
         context.add_init_script(
             f"window.localStorage.setItem('mlflow.workflowType_v1', {ml_mode});"
             "window.localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+            "window.localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
         )
         page = context.new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(90_000)
 
-        # 1. the experiment's runs table: the parent run, then its children once expanded
+        # 1. the experiment's runs table: the parent run; its children once its row is expanded
         page.goto(f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning")
-        parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
-        expect(parent_link.first).to_be_visible()
+        parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True).first
+        expect(parent_link).to_be_visible()
+        child_link = page.get_by_role("link", name=child.info.run_name, exact=True).first
+        assert child_link.count() == 0 or not child_link.is_visible()  # collapsed
         page.screenshot(path=str(shots / "1_experiment.png"), full_page=True)
-        row = page.get_by_role("row").filter(has=parent_link.first)
-        row.get_by_role("button").first.click()
-        expect(page.get_by_role("link", name=child.info.run_name, exact=True).first).to_be_visible()
+        page.get_by_role("row").filter(has=parent_link).first.get_by_role("button").first.click()
+        expect(child_link).to_be_visible()
+        seen["runs_table"] = page.get_by_role("grid").first.inner_text()
         page.screenshot(path=str(shots / "2_children.png"), full_page=True)
 
         # 2. a child's loss chart: section "loss", chart "total"
         page.goto(f"{base}/#/experiments/{eid}/runs/{child.info.run_id}/model-metrics")
         expect(page.get_by_text(child.info.run_name).first).to_be_visible()
         expect(page.get_by_text("total", exact=True).first).to_be_visible()
+        expect(page.get_by_text(f"{child.info.run_name} (loss/total)").first).to_be_visible()  # the legend
+        seen["child_metrics"] = page.locator("main").first.inner_text()
         page.screenshot(path=str(shots / "3_child_loss_chart.png"), full_page=True)
-        assert page.get_by_text("loss", exact=True).count() >= 1
 
         # 3. the parent's results table (markdown) and bar chart (PNG) artifacts
         page.goto(f"{base}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/results/table.md")
-        expect(page.get_by_text("Table 1: pretraining losses").first).to_be_visible()
         expect(page.get_by_text(child.info.run_id).first).to_be_visible()
+        seen["table_md"] = page.locator("main").first.inner_text()
         page.screenshot(path=str(shots / "4_parent_table_md.png"), full_page=True)
-        page.goto(f"{base}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/results/table.png")
-        img = page.locator("img[src^='blob:']").first
+        page.get_by_text("table.png", exact=True).first.click()  # in the artifact tree
+        img = page.get_by_alt_text("results/table.png").first  # the preview is a blob: URL
         expect(img).to_be_visible()
-        assert img.evaluate("i => i.naturalWidth") > 300
+        seen["png_width"] = str(img.evaluate("i => i.naturalWidth"))
         page.screenshot(path=str(shots / "5_parent_table_png.png"), full_page=True)
         browser.close()
+    return seen
+
+
+def test_mlflow_ui_shows_sweep(mlflow_ui, smoke_sweep, tmp_path):
+    client = MlflowClient(smoke_sweep.tracking_uri)
+    exp = client.get_experiment_by_name(smoke_sweep.experiment)
+    parent = client.search_runs([exp.experiment_id], filter_string="tags.`lmp.table` = 'losses'")[0]
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    child = next(r for r in children if r.data.tags["lmp.trial"] == "full-s0" and r.info.status == "FINISHED")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    seen = browse_sweep(mlflow_ui, exp.experiment_id, parent, child, shots)
+    # every child run of the sweep is listed under the expanded parent
+    for run in children:
+        assert run.info.run_name in seen["runs_table"], run.info.run_name
+    assert (
+        "\nloss\n" in seen["child_metrics"] and f"{child.info.run_name} (loss/total)" in seen["child_metrics"]
+    )
+    assert "Table 1: pretraining losses" in seen["table_md"] and "All three" in seen["table_md"]
+    assert int(seen["png_width"]) > 300
     for name in (
         "1_experiment",
         "2_children",
