@@ -341,3 +341,50 @@ def test_stop_gradient_option_changes_only_the_target_path():
         grads[sg] = (out.loss.item(), model.embed["video"].proj.weight.grad.clone())
     assert grads[False][0] == pytest.approx(grads[True][0])
     assert not torch.allclose(grads[False][1], grads[True][1])
+
+
+# ---------------------------------------------------------------------------------- transformer
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+def test_block_equals_torch_transformer_layer(norm_first, cross):
+    """Our batch-first SDPA layer computes exactly what nn.Transformer{Encoder,Decoder}Layer computes."""
+    from lmp_model.config import EncoderConfig
+    from lmp_model.modules.transformer import Block, attention_mask
+
+    torch.manual_seed(0)
+    d, heads = 16, 4
+    ours = Block(d, EncoderConfig(d=d, heads=heads, ff_mult=2, dropout=0.0, norm_first=norm_first), cross)
+    kind = torch.nn.TransformerDecoderLayer if cross else torch.nn.TransformerEncoderLayer
+    ref = kind(d, heads, 2 * d, 0.0, "gelu", batch_first=True, norm_first=norm_first)
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(ours.self_attn.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(ours.self_attn.qkv.bias)
+        ref.self_attn.out_proj.load_state_dict(ours.self_attn.out.state_dict())
+        ref.linear1.load_state_dict(ours.ff[0].state_dict())
+        ref.linear2.load_state_dict(ours.ff[3].state_dict())
+        ref.norm1.load_state_dict(ours.norm1.state_dict())
+        if cross:
+            ref.multihead_attn.in_proj_weight.copy_(
+                torch.cat([ours.cross_attn.q.weight, ours.cross_attn.kv.weight])
+            )
+            ref.multihead_attn.in_proj_bias.copy_(
+                torch.cat([ours.cross_attn.q.bias, ours.cross_attn.kv.bias])
+            )
+            ref.multihead_attn.out_proj.load_state_dict(ours.cross_attn.out.state_dict())
+            ref.norm2.load_state_dict(ours.norm_cross.state_dict())
+            ref.norm3.load_state_dict(ours.norm2.state_dict())
+        else:
+            ref.norm2.load_state_dict(ours.norm2.state_dict())
+    x, mem = torch.randn(3, 7, d), torch.randn(3, 5, d)
+    valid = torch.ones(3, 7, dtype=torch.bool)
+    valid[1, 4:] = False
+    mem_valid = torch.ones(3, 5, dtype=torch.bool)
+    mem_valid[2, 2:] = False
+    ours.eval(), ref.eval()
+    if cross:
+        got = ours(x, attention_mask(valid), mem, attention_mask(mem_valid))
+        want = ref(x, mem, tgt_key_padding_mask=~valid, memory_key_padding_mask=~mem_valid)
+    else:
+        got = ours(x, attention_mask(valid))
+        want = ref(x, src_key_padding_mask=~valid)
+    torch.testing.assert_close(got[valid], want[valid], rtol=1e-5, atol=1e-5)

@@ -149,6 +149,16 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (cross.layers >= 1, "cross.layers", f">= 1, got {cross.layers}"),
         (0.0 <= enc.dropout < 1.0 and 0.0 <= enc.attn_dropout < 1.0, "encoder.dropout", "in [0, 1)"),
         (0.0 <= cross.dropout < 1.0 and 0.0 <= cross.attn_dropout < 1.0, "cross.dropout", "in [0, 1)"),
+        (
+            enc.activation in ("gelu", "relu"),
+            "encoder.activation",
+            f"'gelu' or 'relu', got {enc.activation!r}",
+        ),
+        (
+            cross.activation in ("gelu", "relu"),
+            "cross.activation",
+            f"'gelu' or 'relu', got {cross.activation!r}",
+        ),
         (0.0 <= mask.ratio < 1.0, "masking.ratio", f"in [0, 1), got {mask.ratio}"),
         (mask.temperature > 0, "masking.temperature", f"> 0, got {mask.temperature}"),
         (loss.temperature > 0, "loss.temperature", f"> 0, got {loss.temperature}"),

@@ -2,12 +2,12 @@
 
 from lmp_model.modules.embedding import ModalityEmbedding
 from lmp_model.modules.masking import sample_token_mask
-from lmp_model.modules.transformer import ContextualEncoder, CrossModalTransformer, attention_padding_mask
+from lmp_model.modules.transformer import ContextualEncoder, CrossModalTransformer, attention_mask
 
 __all__ = [
     "ContextualEncoder",
     "CrossModalTransformer",
     "ModalityEmbedding",
-    "attention_padding_mask",
+    "attention_mask",
     "sample_token_mask",
 ]

@@ -1,15 +1,23 @@
-"""Sec. 3.2-3.3: contextual Transformer encoders and the cross-modal encoder-decoder transformer."""
+"""Sec. 3.2-3.3: contextual Transformer encoders and the cross-modal encoder-decoder transformer.
+
+Standard Transformer [45] layers written batch-first on `F.scaled_dot_product_attention` with a fused
+QKV projection: unlike `nn.MultiheadAttention` (which transposes to sequence-first and copies q/k/v)
+this keeps PyTorch's fused flash-attention kernel on CPU and GPU without layout copies.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmp_model.config import CrossModalConfig, EncoderConfig
 
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-def attention_padding_mask(valid: Tensor) -> Tensor:
-    """key_padding_mask (True = ignore) from a validity mask, safe for rows with no valid token.
+
+def attention_mask(valid: Tensor) -> Tensor:
+    """[N, 1, 1, S] bool attention mask (True = may attend) from a [N, S] validity mask.
 
     A row with nothing valid would make every attention weight -inf (NaN softmax); such rows keep
     position 0 visible instead. Their outputs are meaningless and are masked out downstream.
@@ -17,22 +25,82 @@ def attention_padding_mask(valid: Tensor) -> Tensor:
     empty = ~valid.any(dim=1, keepdim=True)
     first = torch.zeros_like(valid)
     first[:, :1] = True
-    return ~(valid | (empty & first))
+    return (valid | (empty & first))[:, None, None, :]
 
 
-def _encoder(d: int, cfg: EncoderConfig | CrossModalConfig) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(
-        d,
-        cfg.heads,
-        cfg.ff_mult * d,
-        cfg.dropout,
-        cfg.activation,
-        batch_first=True,
-        norm_first=cfg.norm_first,
-    )
-    layer.self_attn.dropout = cfg.attn_dropout
-    norm = nn.LayerNorm(d) if cfg.norm_first else None
-    return nn.TransformerEncoder(layer, cfg.layers, norm=norm, enable_nested_tensor=False)
+class Attention(nn.Module):
+    """Multi-head attention, batch-first; self-attention (fused QKV) or attention to a memory."""
+
+    def __init__(self, d: int, heads: int, dropout: float, cross: bool = False):
+        super().__init__()
+        self.heads, self.dropout, self.cross = heads, dropout, cross
+        if cross:
+            self.q = nn.Linear(d, d)
+            self.kv = nn.Linear(d, 2 * d)
+        else:
+            self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: Tensor, mask: Tensor, memory: Tensor | None = None) -> Tensor:
+        n, length, d = x.shape
+        h = self.heads
+        if self.cross:
+            q = self.q(x).view(n, length, h, d // h).transpose(1, 2)
+            k, v = self.kv(memory).view(n, memory.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).view(n, length, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.out(o.transpose(1, 2).reshape(n, length, d))
+
+
+class Block(nn.Module):
+    """One Transformer layer: self-attention, optional cross-attention to a memory, feed-forward."""
+
+    def __init__(self, d: int, cfg: EncoderConfig | CrossModalConfig, cross: bool = False):
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.self_attn = Attention(d, cfg.heads, cfg.attn_dropout)
+        self.norm1 = nn.LayerNorm(d)
+        self.cross_attn = Attention(d, cfg.heads, cfg.attn_dropout, cross=True) if cross else None
+        self.norm_cross = nn.LayerNorm(d) if cross else None
+        self.ff = nn.Sequential(
+            nn.Linear(d, cfg.ff_mult * d),
+            _ACTIVATIONS[cfg.activation](),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ff_mult * d, d),
+        )
+        self.norm2 = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: Tensor, mask: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None
+    ):
+        sublayers = [(self.norm1, lambda y: self.self_attn(y, mask))]
+        if self.cross_attn is not None:
+            sublayers.append((self.norm_cross, lambda y: self.cross_attn(y, memory_mask, memory)))
+        sublayers.append((self.norm2, self.ff))
+        for norm, f in sublayers:
+            x = x + self.drop(f(norm(x))) if self.norm_first else norm(x + self.drop(f(x)))
+        return x
+
+
+class Stack(nn.Module):
+    """`layers` blocks, plus a final LayerNorm in the pre-LN arrangement."""
+
+    def __init__(self, d: int, cfg: EncoderConfig | CrossModalConfig, cross: bool = False):
+        super().__init__()
+        if cfg.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {cfg.activation!r}")
+        self.layers = nn.ModuleList(Block(d, cfg, cross) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
+
+    def forward(
+        self, x: Tensor, mask: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None
+    ):
+        for layer in self.layers:
+            x = layer(x, mask, memory, memory_mask)
+        return self.norm(x)
 
 
 class ContextualEncoder(nn.Module):
@@ -40,10 +108,10 @@ class ContextualEncoder(nn.Module):
 
     def __init__(self, d: int, cfg: EncoderConfig):
         super().__init__()
-        self.encoder = _encoder(d, cfg)
+        self.encoder = Stack(d, cfg)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        return self.encoder(x, src_key_padding_mask=attention_padding_mask(valid))
+        return self.encoder(x, attention_mask(valid))
 
 
 class CrossModalTransformer(nn.Module):
@@ -55,20 +123,8 @@ class CrossModalTransformer(nn.Module):
 
     def __init__(self, d: int, cfg: CrossModalConfig, num_sources: int = 1):
         super().__init__()
-        self.encoder = _encoder(d, cfg)
-        layer = nn.TransformerDecoderLayer(
-            d,
-            cfg.heads,
-            cfg.ff_mult * d,
-            cfg.dropout,
-            cfg.activation,
-            batch_first=True,
-            norm_first=cfg.norm_first,
-        )
-        layer.self_attn.dropout = layer.multihead_attn.dropout = cfg.attn_dropout
-        self.decoder = nn.TransformerDecoder(
-            layer, cfg.layers, norm=nn.LayerNorm(d) if cfg.norm_first else None
-        )
+        self.encoder = Stack(d, cfg)
+        self.decoder = Stack(d, cfg, cross=True)
         self.source_type = nn.Parameter(torch.zeros(num_sources, d)) if num_sources > 1 else None
 
     def forward(
@@ -76,11 +132,6 @@ class CrossModalTransformer(nn.Module):
     ) -> Tensor:
         if self.source_type is not None:
             src = src + self.source_type[source_index]
-        src_pad = attention_padding_mask(src_valid)
-        memory = self.encoder(src, src_key_padding_mask=src_pad)
-        return self.decoder(
-            tgt,
-            memory,
-            tgt_key_padding_mask=attention_padding_mask(tgt_valid),
-            memory_key_padding_mask=src_pad,
-        )
+        src_mask = attention_mask(src_valid)
+        memory = self.encoder(src, src_mask)
+        return self.decoder(tgt, attention_mask(tgt_valid), memory, src_mask)
