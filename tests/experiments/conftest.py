@@ -7,16 +7,15 @@ pretraining, LVU probes, an MLflow parent run and child runs. The "none" trial i
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PY = REPO / ".venv" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sweep_helpers import run_script, sweep_args  # noqa: E402
 
 
 @dataclass
@@ -33,34 +32,6 @@ class SmokeSweep:
         dirs = sorted(self.out_dir.glob("losses-smoke-*"))
         assert len(dirs) == 1, dirs
         return dirs[0]
-
-
-def run_script(script: str, args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    return subprocess.run(
-        [str(PY if PY.exists() else sys.executable), str(REPO / "experiments" / script), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kw,
-    )
-
-
-def sweep_args(root: Path, experiment: str) -> list[str]:
-    return [
-        "--scale",
-        "smoke",
-        "--tracking-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--experiment",
-        experiment,
-        f"out_dir={root / 'sweeps'}",
-        f"mlflow.artifact_root={root / 'artifacts'}",
-        "ray.num_cpus=2",
-        "ray.verbose=0",
-    ]
 
 
 @pytest.fixture(scope="session")
