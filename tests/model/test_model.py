@@ -388,3 +388,17 @@ def test_block_equals_torch_transformer_layer(norm_first, cross):
         got = ours(x, attention_mask(valid))
         want = ref(x, src_key_padding_mask=~valid)
     torch.testing.assert_close(got[valid], want[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_contrast_masked_false_leaves_masked_shots_out_of_the_contrastive_terms():
+    model = build(tiny("loss.contrast_masked=false"))
+    batch = make_batch()
+    captured = {}
+    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    masked = model.sample_masks(batch, torch.Generator().manual_seed(5))
+    out = model(batch, masked=masked)
+    keep = batch["shot_mask"] & ~masked["video"] & ~masked["audio"]
+    assert keep.sum() < batch["shot_mask"].sum()
+    ref = info_nce(captured["v"][keep], captured["a"][keep], 0.3)
+    assert out.terms["inter/v2a"].item() == pytest.approx(ref.item(), rel=1e-6)
