@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmp_model.model import LMPOutput
 from lmp_model.pretrain import checkpoint as ckpt
 from lmp_model.pretrain import preempt
 from lmp_model.pretrain.config import PretrainConfig, config_to_dict, config_to_yaml, validate
@@ -53,6 +54,21 @@ class PretrainResult:
     steps: int
     resumed_from: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _TrainStep(nn.Module):
+    """The engine's module: LMP's training forward returning (loss, terms) instead of a dataclass, so
+    DeepSpeed (ZeRO-3's hooks) sees the output tensors."""
+
+    PREFIX = "lmp."
+
+    def __init__(self, lmp: nn.Module):
+        super().__init__()
+        self.lmp = lmp
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.lmp(batch)
+        return out.loss, out.terms
 
 
 def _bf16(setting: str, device: torch.device) -> bool:
@@ -167,7 +183,7 @@ class _Trainer:
         model = LMP(cfg.model, data.dims)
         bf16 = _bf16(t.bf16, ctx.device)
         engine, _, _, scheduler = deepspeed.initialize(
-            model=model.to(ctx.device),
+            model=_TrainStep(model).to(ctx.device),
             model_parameters=param_groups(model, t.weight_decay, t.decay_norm_and_bias),
             config=deepspeed_config(cfg, accum, ctx.world, bf16),
             lr_scheduler=cosine_schedule(cfg, total_steps),
@@ -247,6 +263,11 @@ class _Trainer:
                 f"{self.ctx.world}: resume with the same world size"
             )
         ckpt.set_rng_state(client["rng"][self.ctx.rank])
+        sched = (
+            self.engine.lr_scheduler
+        )  # lr of the next step from the current schedule (steps may have grown)
+        for group, base, lam in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * lam(sched.last_epoch)
         self.history = list(client.get("history", []))
         self.last_good = str(self.ckpt_dir / tag)
         log.info("resumed from %s (step %d)", self.ckpt_dir / tag, client["step"])
@@ -306,7 +327,8 @@ class _Trainer:
                 tw = time.perf_counter()
                 _, batch = next(stream)
                 wait += time.perf_counter() - tw
-                out = engine(batch)
+                loss, terms = engine(batch)
+                out = LMPOutput(loss, terms)
                 if self.loss_hook is not None:
                     self.loss_hook(step, out)
                 if names is None:
@@ -386,17 +408,18 @@ class _Trainer:
     # ---------------------------------------------------------------------------------- export
     def _consolidated_state(self, engine, total_steps: int) -> dict[str, torch.Tensor] | None:
         """fp32 weights on rank 0: from the module (ZeRO-0) or merged from the final ZeRO checkpoint."""
-        if self.cfg.train.zero_stage == 0:
-            return (
-                {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
-                if self.ctx.is_main
-                else None
-            )
         if not self.ctx.is_main:
             return None
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        if self.cfg.train.zero_stage == 0:
+            state = engine.module.state_dict()
+        else:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(self.ckpt_dir), tag=ckpt.tag_for(total_steps))
+            state = get_fp32_state_dict_from_zero_checkpoint(
+                str(self.ckpt_dir), tag=ckpt.tag_for(total_steps)
+            )
+        prefix = _TrainStep.PREFIX
+        return {k[len(prefix) :]: v.detach().float().cpu() for k, v in state.items() if k.startswith(prefix)}
 
     def _finish(self, engine, data, total_steps: int, accum: int) -> Path:
         from lmp_model.export import save_pretrained
