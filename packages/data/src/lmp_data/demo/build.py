@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def _publish(tmp: Path, out: Path, cfg: DemoConfig, overwrite: bool) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def build_into(root: Path, cfg: DemoConfig, size: str = "") -> dict[str, Any]:
+def build_into(root: Path, cfg: DemoConfig, size: str = "", write_threads: int = 4) -> dict[str, Any]:
     """Generate and write every part of the demo into the (new) folder `root`; returns `demo.json`'s dict."""
     from lmp_data.store import FeatureStore
 
@@ -138,8 +139,12 @@ def build_into(root: Path, cfg: DemoConfig, size: str = "") -> dict[str, Any]:
     for path, movies in ((p.pretrain_store, demo.pretrain), (p.eval_store, demo.clips)):
         store = FeatureStore.create(path, encoders=cfg.encoders())
         h = hashlib.sha256()
-        for m in movies:
-            store.write_movie(m.movie_id, **m.store_arrays(), meta=m.meta)
+        with ThreadPoolExecutor(write_threads) as pool:  # writers of different movies need no lock
+            list(
+                pool.map(
+                    lambda m, s=store: s.write_movie(m.movie_id, **m.store_arrays(), meta=m.meta), movies
+                )
+            )
         for m in sorted(movies, key=lambda m: m.movie_id):
             _update(h, m.movie_id, m.store_arrays(), store.dtype)
         checksums[path.name] = h.hexdigest()

@@ -268,14 +268,14 @@ class World:
         # AR(1) drift reset at scene boundaries
         Ls = cfg.shot_latent_dim
         size = np.empty(S, dtype=np.int64)
-        motion = np.empty(S, dtype=np.int64)
+        motion = np.empty(S, dtype=np.int64)  # camera motion: the scene's style 60%, else the genre's prior
         drift = np.empty((S, Ls), dtype=np.float32)
         u = rng.random((S, 3))
         z = rng.standard_normal((S, Ls)).astype(np.float32)
         rho = 0.85
-        mot_draw = [int(rng.choice(4, p=facts["motion_prior"])) for _ in range(S)]
+        mot_draw = rng.choice(4, size=S, p=facts["motion_prior"])
+        scene_motion = np.array([sc["motion"] for sc in scenes])[scene_of_shot]
         for i in range(S):
-            sc = scenes[scene_of_shot[i]]
             if pos[i] == 0:
                 size[i] = 0 if u[i, 0] < 0.4 else (1 if u[i, 0] < 0.8 else 2)
                 drift[i] = z[i]
@@ -283,8 +283,8 @@ class World:
                 step = 0 if u[i, 0] < 0.3 else (1 if u[i, 0] < 0.75 else int(np.sign(u[i, 1] - 0.6)))
                 size[i] = min(4, max(0, size[i - 1] + step))
                 drift[i] = rho * drift[i - 1] + np.sqrt(1 - rho**2) * z[i]
-            motion[i] = sc["motion"] if u[i, 2] < 0.6 else mot_draw[i]
 
+        motion[:] = np.where(u[:, 2] < 0.6, scene_motion, mot_draw)
         sign = np.where(rng.random(S) < 0.5, -1, 1).astype(np.int8)
         mov_truth = self.movie_latent(facts, None)
         truth = mov_truth[None] + np.stack([self.scene_latent(s, None) for s in scenes])[scene_of_shot]

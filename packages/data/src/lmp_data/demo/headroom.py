@@ -94,10 +94,10 @@ def _probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], cls: bool, mlp: b
     from sklearn.preprocessing import StandardScaler
 
     best = None
-    for reg in (1e-3, 1e-2, 1e-1, 1.0, 10.0):
+    for reg in (1e-2, 1.0) if mlp else (1e-3, 1e-2, 1e-1, 1.0, 10.0):
         if mlp:
             est = (MLPClassifier if cls else MLPRegressor)(
-                (256,), alpha=reg * 10, max_iter=300, early_stopping=False, random_state=0
+                hidden_layer_sizes=(128,), alpha=reg, max_iter=200, random_state=0
             )
         elif cls:
             est = LogisticRegression(C=reg, max_iter=2000)
