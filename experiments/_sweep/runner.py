@@ -161,7 +161,8 @@ def _error_text(err: BaseException) -> str:
     cause = err
     while getattr(cause, "cause", None) is not None and cause.cause is not cause:
         cause = cause.cause
-    return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    text = f"{type(cause).__name__}: {cause}".splitlines()[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _rows_for(

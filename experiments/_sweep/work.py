@@ -130,16 +130,21 @@ def probe_only(ctx: TrialContext) -> dict[str, Any]:
     with ctx.start_child_run() as run:
         mlflow.log_params({"trial.variant": ctx.spec["variant"], "trial.seed": ctx.spec["seed"]})
         ctx.maybe_fail("probe")
+        kw: dict[str, Any] = {}
         if ctx.spec.get("from_export"):
             mlflow.log_param("pretrained_from", ctx.spec["from_export"])
             model = load_pretrained(ctx.spec["from_export"])
-        elif ctx.spec.get("no_pretrain", "random_init") == "base":
-            model, features = None, ["v_base", "a_base"]
         else:
-            model = _random_init_model(ctx)
-        mlflow.log_param(
-            "no_pretrain", ctx.spec.get("no_pretrain", "") if not ctx.spec.get("from_export") else ""
-        )
-        metrics = _probe(ctx, model, features)
+            mode = ctx.spec.get("no_pretrain", "random_init")
+            if mode not in ("random_init", "base"):
+                raise ValueError(
+                    f"trial {ctx.key}: no_pretrain must be 'random_init' or 'base', got {mode!r}"
+                )
+            mlflow.log_param("no_pretrain", mode)
+            if mode == "base":
+                model, features, kw = None, ["v_base", "a_base"], {"method": "no pretraining: base features"}
+            else:
+                model, kw["k"] = _random_init_model(ctx)
+        metrics = _probe(ctx, model, features, **kw)
         _log_probe(metrics, features)
     return {**metrics, "child_run_id": run.info.run_id}
