@@ -151,9 +151,12 @@ class PretrainJob(submitit.helpers.Checkpointable):
         }
 
     def _requeue_if_stuck(self, env: submitit.JobEnvironment, flag: threading.Event) -> None:
-        """Rank 0: after the stop signal, give the run `grace_s` to checkpoint; then requeue regardless."""
+        """Rank 0: after the time-limit signal, give the run `grace_s` to checkpoint; then requeue anyway.
+        SIGTERM (a user's scancel, or the scheduler's preemption, which requeues by itself) is left alone."""
         flag.wait()
         time.sleep(self.grace_s)
+        if preempt.reason() not in ("SIGUSR1", "SIGUSR2") or _REQUEUED.is_set():
+            return
         print(f"submit_pretrain: run did not stop within {self.grace_s:.0f} s of the signal", flush=True)
         _requeue(env.job_id)
 
@@ -166,7 +169,13 @@ class PretrainJob(submitit.helpers.Checkpointable):
         raise RuntimeError("the job was not requeued within 600 s after it checkpointed")
 
 
+_REQUEUED = threading.Event()
+
+
 def _requeue(job_id: str) -> None:
+    if _REQUEUED.is_set():
+        return
+    _REQUEUED.set()
     print(f"submit_pretrain: scontrol requeue {job_id}", flush=True)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
 

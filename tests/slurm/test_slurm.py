@@ -27,7 +27,13 @@ LOCAL_CLUSTER = ROOT / "slurm" / "local-cluster.sh"
 PRETRAIN_SH = ROOT / "slurm" / "pretrain.sh"
 TINY = ROOT / "experiments" / "configs" / "pretrain" / "tiny.yaml"
 STEPS, CKPT_EVERY = 40, 10
-COMMON = [f"train.steps={STEPS}", f"train.ckpt_every={CKPT_EVERY}", "train.zero_stage=2"]
+# model.max_tokens: windows of the tiny demo store can hold more than tiny.yaml's 64 tokens.
+COMMON = [
+    f"train.steps={STEPS}",
+    f"train.ckpt_every={CKPT_EVERY}",
+    "train.zero_stage=2",
+    "model.max_tokens=256",
+]
 EXPERIMENT = "lmp-pretrain-tiny"  # tiny.yaml's mlflow.experiment
 JOB_TIMEOUT = 1200  # generous: teammates share the 2 cores
 
