@@ -215,8 +215,8 @@ def run_sweep(
     if resume:
         sweep_dir = find_resumable(cfg, table, resume)
         state = json.loads((sweep_dir / "sweep.json").read_text())
-        experiment_id, parent = state["experiment_id"], state["parent_run_id"]
-        uri = state["tracking_uri"]
+        experiment_id, parent, uri = state["experiment_id"], state["parent_run_id"], state["tracking_uri"]
+        ctx = state["ctx"]  # the same data, stores and settings as the interrupted run
         reopen_parent(uri, parent)
         print(f"[sweep] resuming {sweep_dir} (parent run {parent})", flush=True)
     else:
@@ -225,7 +225,7 @@ def run_sweep(
         parent = start_parent(
             uri,
             experiment_id,
-            f"{table}-{cfg.scale}-{sweep_dir.name.rsplit('-', 2)[-2]}-{sweep_dir.name.rsplit('-', 1)[-1]}",
+            sweep_dir.name,
             {
                 "lmp.table": table,
                 "lmp.scale": cfg.scale,
@@ -234,27 +234,33 @@ def run_sweep(
             },
             {"scale": cfg.scale, "seeds": cfg.seeds, "config": json.dumps(dataclasses.asdict(cfg))},
         )
-        state = {"table": table, "tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent}
+        ctx = {
+            "sweep_dir": str(sweep_dir),
+            "tracking_uri": uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+            "git_commit": commit,
+            "scale": cfg.scale,
+            "repo_root": str(REPO_ROOT),
+            "experiment_name": cfg.mlflow.experiment,
+            "cpus_per_trial": cfg.ray.cpus_per_trial,
+            "pretrain_config": str(repo_path(cfg.pretrain_config)),
+            "pretrain_overrides": list(cfg.pretrain_overrides),
+            "probe": dataclasses.asdict(cfg.probe),
+            "inject_failures": [dataclasses.asdict(i) for i in _injections(cfg)],
+            "data": data or {},
+            **(ctx_extra or {}),
+        }
+        state = {
+            "table": table,
+            "tracking_uri": uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+            "ctx": ctx,
+        }
         tmp = sweep_dir / "sweep.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(sweep_dir / "sweep.json")
-    ctx = {
-        "sweep_dir": str(sweep_dir),
-        "tracking_uri": uri,
-        "experiment_id": experiment_id,
-        "parent_run_id": parent,
-        "git_commit": commit,
-        "scale": cfg.scale,
-        "repo_root": str(REPO_ROOT),
-        "experiment_name": cfg.mlflow.experiment,
-        "cpus_per_trial": cfg.ray.cpus_per_trial,
-        "pretrain_config": str(repo_path(cfg.pretrain_config)),
-        "pretrain_overrides": list(cfg.pretrain_overrides),
-        "probe": dataclasses.asdict(cfg.probe),
-        "inject_failures": [dataclasses.asdict(i) for i in _injections(cfg)],
-        "data": data or {},
-        **(ctx_extra or {}),
-    }
     started = init_ray(cfg)
     client = MlflowClient(uri)
     rows_by_stage: dict[str, list[dict]] = {}
@@ -280,6 +286,12 @@ def run_sweep(
             if interrupted or any(r["status"] == "unfinished" for r in rows_by_stage[stage.name]):
                 complete = False
                 break
+    except BaseException as e:  # a stage could not even start (e.g. its input trial failed)
+        if not isinstance(e, KeyboardInterrupt):
+            client.set_tag(parent, "error", f"{type(e).__name__}: {e}"[:5000])
+        _close_stale_children(client, uri, experiment_id, parent, final=False)
+        client.set_terminated(parent, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if started:
             import ray
