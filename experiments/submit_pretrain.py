@@ -155,7 +155,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
         SIGTERM (a user's scancel, or the scheduler's preemption, which requeues by itself) is left alone."""
         flag.wait()
         time.sleep(self.grace_s)
-        if preempt.reason() not in ("SIGUSR1", "SIGUSR2") or _REQUEUED.is_set():
+        if preempt.reason() not in ("SIGUSR1", "SIGUSR2") or _REQUEUED.get(env.job_id):
             return
         print(f"submit_pretrain: run did not stop within {self.grace_s:.0f} s of the signal", flush=True)
         _requeue(env.job_id)
@@ -169,13 +169,13 @@ class PretrainJob(submitit.helpers.Checkpointable):
         raise RuntimeError("the job was not requeued within 600 s after it checkpointed")
 
 
-_REQUEUED = threading.Event()
+_REQUEUED: dict[str, bool] = {}  # plain data: this module is pickled by value (cloudpickle, __main__)
 
 
 def _requeue(job_id: str) -> None:
-    if _REQUEUED.is_set():
+    if _REQUEUED.get(job_id):
         return
-    _REQUEUED.set()
+    _REQUEUED[job_id] = True
     print(f"submit_pretrain: scontrol requeue {job_id}", flush=True)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
 
