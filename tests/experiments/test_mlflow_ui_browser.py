@@ -116,6 +116,7 @@ def browse_sweep(base: str, eid: str, parent, child, shots: Path) -> dict[str, s
         expect(page.get_by_text(child.info.run_name).first).to_be_visible()
         expect(page.get_by_text("total", exact=True).first).to_be_visible()
         expect(page.get_by_text(f"{child.info.run_name} (loss/total)").first).to_be_visible()  # the legend
+        expect(page.get_by_text("Step", exact=True).first).to_be_visible()  # the plot is drawn (axis title)
         seen["child_metrics"] = page.locator("main").first.inner_text()
         page.screenshot(path=str(shots / "3_child_loss_chart.png"), full_page=True)
 
