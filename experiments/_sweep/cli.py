@@ -15,7 +15,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--scale", choices=SCALES, default="default", help="preset in experiments/configs/sweeps/")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the preset's)")
-    p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows (by variant slug)")
+    p.add_argument(
+        "--only",
+        type=lambda v: [x for x in v.split(",") if x],
+        metavar="SLUG[,SLUG...]",
+        help="run only these rows (variant slugs, comma-separated)",
+    )
     p.add_argument(
         "--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS, else local)"
     )

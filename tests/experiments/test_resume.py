@@ -31,8 +31,7 @@ def test_interrupted_sweep_resumes(tmp_path):
     args = [
         *sweep_args(tmp_path, "resume-test"),
         "--only",
-        "none",
-        "full",
+        "none,full",
         "ray.max_concurrent_trials=1",
     ]
     cmd = [str(PY), str(REPO / "experiments" / "ablate_losses.py"), *args]
