@@ -183,3 +183,19 @@ class WindowStream:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def max_window_tokens(windows: Any) -> int | None:
+    """Upper bound of the language tokens a window of `windows` can hold (None if it cannot be told):
+    checked against `model.max_tokens` before training, so a long window never stops a run mid-way."""
+    try:
+        so, k = windows.mem.shot_offsets, windows.k
+        best = 0
+        for m in windows.movie_idx:
+            s0, n = int(so[m]), int(windows.n_shots[m])
+            first = np.arange(s0, s0 + max(n - k + 1, 1))
+            last = np.minimum(first + k - 1, s0 + n - 1)
+            best = max(best, int((windows.tok_hi[last] - windows.tok_lo[first]).max(initial=0)))
+        return best
+    except AttributeError:
+        return None

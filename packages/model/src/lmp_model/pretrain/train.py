@@ -25,7 +25,7 @@ from lmp_model.model import LMPOutput
 from lmp_model.pretrain import checkpoint as ckpt
 from lmp_model.pretrain import preempt
 from lmp_model.pretrain.config import PretrainConfig, config_to_dict, config_to_yaml, validate
-from lmp_model.pretrain.data import WindowStream, load_train_data
+from lmp_model.pretrain.data import WindowStream, load_train_data, max_window_tokens
 from lmp_model.pretrain.dist import DistContext, setup, teardown
 
 log = logging.getLogger("lmp_model.pretrain")
@@ -180,6 +180,12 @@ class _Trainer:
         accum = global_batch // (t.micro_batch * ctx.world)
         stream_probe = (len(data.windows) // ctx.world) // t.micro_batch
         total_steps = t.steps or max(1, int(t.epochs * stream_probe / accum))
+        longest = max_window_tokens(data.windows)
+        if longest is not None and longest > cfg.model.max_tokens:
+            raise ValueError(
+                f"store {data.store_path}: windows of data.k={cfg.data.k} shots hold up to {longest} language "
+                f"tokens, more than model.max_tokens={cfg.model.max_tokens}: raise model.max_tokens"
+            )
         model = LMP(cfg.model, data.dims)
         bf16 = _bf16(t.bf16, ctx.device)
         engine, _, _, scheduler = deepspeed.initialize(
