@@ -94,7 +94,10 @@ def main(
     from .data import resolve_data
     from .runner import install_sigterm_as_interrupt, run_sweep
 
-    args = parser(description).parse_args(argv)
+    args = parser(description).parse_intermixed_args(argv)
+    if args.resume and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.append(args.resume)  # `--resume key=value`: the value was an override
+        args.resume = "latest"
     cfg = config_from_args(args)
     t0 = __import__("time").perf_counter()
     data = resolve_data(cfg.data) if not args.resume else None
