@@ -187,7 +187,7 @@ def _rows_for(
                 "child_run_id": info.get("metrics", {}).get("child_run_id")
                 or (last.info.run_id if last else None),
                 "git_commit": (last.data.tags.get("lmp.git_commit") if last else None) or commit,
-                "attempts": len(runs),
+                "attempts": max(len(runs), len(list((sweep_dir / "trials" / key).glob("attempt-*")))),
                 "metrics": metrics,
                 "outputs": info.get("metrics", {}),
             }
@@ -282,7 +282,7 @@ def run_sweep(
             runs_by_key: dict[str, list] = {}
             for run in child_runs(uri, experiment_id, parent):
                 runs_by_key.setdefault(run.data.tags.get(TRIAL_TAG, ""), []).append(run)
-            rows_by_stage[stage.name] = _rows_for(specs, seen, runs_by_key, commit)
+            rows_by_stage[stage.name] = _rows_for(specs, seen, runs_by_key, commit, sweep_dir)
             if interrupted or any(r["status"] == "unfinished" for r in rows_by_stage[stage.name]):
                 complete = False
                 break
