@@ -166,7 +166,7 @@ def _error_text(err: BaseException) -> str:
 
 
 def _rows_for(
-    stage_specs: list[dict], seen: dict[str, dict], runs_by_key: dict[str, list], commit: str
+    stage_specs: list[dict], seen: dict[str, dict], runs_by_key: dict[str, list], commit: str, sweep_dir: Path
 ) -> list:
     rows = []
     for spec in stage_specs:
