@@ -204,6 +204,10 @@ def test_submitit_pretrain_completes(work, reference):
     job_id = re.search(r"^job id: (\d+) \(slurm", r.stdout, re.M).group(1)
     assert re.search(r"^logs: \S+_0_log\.out", r.stdout, re.M)
     run_id = re.search(r"^MLflow run: ([0-9a-f]{32})$", r.stdout, re.M).group(1)
+    # The result files are written before the job's processes exit: give SLURM a moment to see the end.
+    deadline = time.monotonic() + 180
+    while _job(work["env"], job_id)["JobState"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(1)
     assert _job(work["env"], job_id)["JobState"] == "COMPLETED"
     result = json.loads(re.search(r"^result: (\{.*\})$", r.stdout, re.M).group(1))
     assert result["mlflow_run_id"] == run_id and result["steps"] == STEPS
