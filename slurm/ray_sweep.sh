@@ -54,6 +54,9 @@ on_signal() {  # scancel / time limit: the driver stops like Ctrl-C (Tune saves 
 trap cleanup EXIT
 trap on_signal TERM INT
 
+# Ray 2.60 enables token authentication for `ray start`; clients use the token (~/.ray/auth_token, shared
+# home on a cluster) only with RAY_AUTH_MODE=token, else they are refused ("InvalidAuthToken").
+export RAY_AUTH_MODE=token
 echo "ray_sweep.sh: Ray head on $HEAD_IP:$PORT ($NCPU CPUs, $NGPU GPUs), temp $RAY_TMP"
 "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$PORT" --num-cpus="$NCPU" --num-gpus="$NGPU" \
   --temp-dir="$RAY_TMP" --include-dashboard=false --disable-usage-stats &
@@ -65,14 +68,23 @@ if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
     "$RAY" start --block --address="$RAY_ADDRESS" --num-cpus="$NCPU" --disable-usage-stats &
   RAY_PIDS+=($!)
 fi
-for _ in $(seq 1 90); do
-  "$PY" - <<'PYEOF' 2>/dev/null && break
+ready=0
+for _ in $(seq 1 60); do
+  if "$PY" - <<'PYEOF' 2>"$RAY_TMP/connect.err"; then
 import ray
 ray.init(logging_level="ERROR")  # RAY_ADDRESS: fails until the head answers
 ray.shutdown()
 PYEOF
+    ready=1
+    break
+  fi
   sleep 2
 done
+if [ "$ready" != 1 ]; then
+  echo "ray_sweep.sh: could not connect to the Ray head at $RAY_ADDRESS:" >&2
+  tail -5 "$RAY_TMP/connect.err" >&2
+  exit 1
+fi
 set +e
 "$PY" "$@" &
 DRIVER=$!
