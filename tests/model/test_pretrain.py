@@ -114,6 +114,30 @@ def test_yaml_configs_load():
     assert paper.model.loss.temperature == 0.3
 
 
+def test_ranks_read_disjoint_windows_and_positions_restore(store):
+    from lmp_model.pretrain.config import DataConfig
+    from lmp_model.pretrain.data import WindowStream, load_train_data
+
+    data = load_train_data(DataConfig(store=str(store), k=8, windows_per_epoch=64), 0, True, lambda: None)
+    ranks = [WindowStream(data.windows, r, 2, 8, prefetch=0) for r in (0, 1)]
+    assert ranks[0].batches_per_epoch == 4
+    seen = [set(), set()]
+    for m in range(4):
+        for r in (0, 1):
+            seen[r] |= set(ranks[r].indices(m).tolist())
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(64))
+    assert ranks[0].position(9) == (2, 1)
+    # a stream started at micro-step 9 (prefetching thread) yields what a fresh one builds at step 9
+    resumed = WindowStream(data.windows, 1, 2, 8, start=9, prefetch=2)
+    m, batch = next(resumed)
+    resumed.close()
+    ref = WindowStream(data.windows, 1, 2, 8, prefetch=0).build(9)
+    assert m == 9 and batch["movie"] == ref["movie"] and torch.equal(batch["start"], ref["start"])
+    assert torch.equal(batch["video"], ref["video"]) and torch.equal(batch["text"], ref["text"])
+    with pytest.raises(ValueError, match="cannot fill one micro-batch"):
+        WindowStream(data.windows, 0, 2, 64, prefetch=0)
+
+
 # ------------------------------------------------------------------------------------- one rank
 def test_zero0_trains_tracks_exports_and_reproduces(store, tmp_path):
     res = run(tiny(store, tmp_path, "name=a"))

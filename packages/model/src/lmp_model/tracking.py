@@ -134,10 +134,13 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             self.client = MlflowClient(tracking_uri=self.uri)
-            if run_id:
+            if run_id and self._exists(run_id):
                 self.client.update_run(run_id, status="RUNNING")
                 self.run_id = run_id
             else:
+                if run_id:
+                    log.warning("MLflow run %s not found at %s: starting a new run", run_id, self.uri)
+                    tags = {**(tags or {}), "continues_run": run_id}
                 exp_id = ensure_experiment(self.client, experiment, self.uri)
                 all_tags = {k: str(v) for k, v in (tags or {}).items()}
                 if parent_run_id:
@@ -145,6 +148,13 @@ class Tracker:
                 self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
         except Exception as e:  # noqa: BLE001 - any failure of the store means "no tracking"
             self._disable(f"MLflow at {self.uri} failed ({type(e).__name__}: {e})")
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:  # noqa: BLE001 - MlflowException(RESOURCE_DOES_NOT_EXIST) and friends
+            return False
 
     @property
     def active(self) -> bool:

@@ -94,6 +94,8 @@ class TrainConfig:
     """Runs go to `<out_dir>/<name>` (relative paths: from the working directory)."""
     log_every: int = 1
     """Log metrics every N optimizer steps."""
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+    """Extra DeepSpeed config, deep-merged over the generated one (e.g. zero_optimization bucket sizes)."""
 
 
 @dataclass

@@ -71,6 +71,19 @@ class _TrainStep(nn.Module):
         return out.loss, out.terms
 
 
+def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:
+    """Batch tensors onto the engine's device; floating features in the engine's dtype (bf16 engines
+    hold bf16 weights and DeepSpeed does not cast inputs)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
 def _bf16(setting: str, device: torch.device) -> bool:
     s = str(setting).lower()
     if s == "auto":
@@ -95,7 +108,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list
 
 def deepspeed_config(cfg: PretrainConfig, accum: int, world: int, bf16: bool) -> dict[str, Any]:
     t = cfg.train
-    return {
+    base = {
         "train_micro_batch_size_per_gpu": t.micro_batch,
         "gradient_accumulation_steps": accum,
         "train_batch_size": t.micro_batch * accum * world,
@@ -115,6 +128,14 @@ def deepspeed_config(cfg: PretrainConfig, accum: int, world: int, bf16: bool) ->
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    return _deep_merge(base, t.deepspeed)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def cosine_schedule(cfg: PretrainConfig, total_steps: int) -> Callable[[Any], Any]:
@@ -187,7 +208,7 @@ class _Trainer:
                 f"tokens, more than model.max_tokens={cfg.model.max_tokens}: raise model.max_tokens"
             )
         model = LMP(cfg.model, data.dims)
-        bf16 = _bf16(t.bf16, ctx.device)
+        bf16 = self.bf16 = _bf16(t.bf16, ctx.device)
         engine, _, _, scheduler = deepspeed.initialize(
             model=_TrainStep(model).to(ctx.device),
             model_parameters=param_groups(model, t.weight_decay, t.decay_norm_and_bias),
@@ -235,7 +256,7 @@ class _Trainer:
             stream.close()
             if self.tracker is not None:
                 self.tracker.end(status)
-        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
+        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("loss/")}
         return PretrainResult(
             self.run_dir, self.run_id, export_dir, final, total_steps, resumed_from, list(self.history)
         )
@@ -302,7 +323,7 @@ class _Trainer:
                 run_id=run_id,
                 tags=tags,
             )
-            if self.tracker.active and run_id is None:
+            if self.tracker.active and self.tracker.run_id != run_id:  # a new run
                 params = flatten(config_to_dict(cfg))
                 params |= {
                     "derived.total_steps": total_steps,
@@ -332,6 +353,7 @@ class _Trainer:
             for _ in range(accum):
                 tw = time.perf_counter()
                 _, batch = next(stream)
+                batch = _to_device(batch, ctx.device, torch.bfloat16 if self.bf16 else None)
                 wait += time.perf_counter() - tw
                 loss, terms = engine(batch)
                 out = LMPOutput(loss, terms)
@@ -438,7 +460,7 @@ class _Trainer:
                 "steps": total_steps,
                 "store": str(data.store_path.resolve()),
                 "mlflow_run_id": self.run_id,
-                "final_losses": {k: v for k, v in self.history[-1].items() if k != "step"}
+                "final_losses": {k: v for k, v in self.history[-1].items() if k.startswith("loss/")}
                 if self.history
                 else {},
             }
