@@ -145,6 +145,10 @@ def _parent(sweep_dir: Path) -> str:
         return "unknown"
 
 
+def _z(z: float) -> str:
+    return f"z = {z:+.1f}" if math.isfinite(z) else "z undefined: no seed spread"
+
+
 def verdict(table: str, rows: dict) -> str:
     """One sentence: does the paper's ordering hold, per group, and by how many standard errors."""
     spec = TABLES[table]
@@ -171,7 +175,7 @@ def verdict(table: str, rows: dict) -> str:
         if broken:
             parts.append(f"{name} breaks it at " + "; ".join(broken))
         else:
-            parts.append(f"{name} holds with the smallest margin z = {min(zs):.1f}")
+            parts.append(f"{name} holds with the smallest margin {_z(min(zs))}")
     if total == 0:
         return f"**Ordering ({spec['claim']}):** not checkable (rows missing or failed)."
     state = "holds" if held == total else ("does not hold" if held == 0 else "holds only in part")
