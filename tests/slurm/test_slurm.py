@@ -1,7 +1,8 @@
 """Pretraining on a real single-node SLURM (slurm/local-cluster.sh): `sbatch --wait slurm/pretrain.sh`
 with 2 tasks (ZeRO-2 over gloo), the submitit path, preemption -> requeue -> resume, and a bad config.
 
-The cluster runs for the whole session in a tmp folder and is stopped at the end even when a test fails.
+The cluster runs for this module in a tmp folder and is stopped at its end even when a test fails
+(module scope: other modules start their own on the same fixed ports, one at a time).
 The jobs share the node's 2 CPUs, so they run one after another; each takes tens of seconds on an idle
 machine (imports + DeepSpeed set-up dominate; 40 tiny steps take ~10 s).
 """
@@ -39,7 +40,7 @@ JOB_TIMEOUT = 1200  # generous: teammates share the 2 cores
 
 
 # ----------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """The local SLURM cluster: environment with SLURM_CONF; stopped (and checked gone) at the end."""
     if shutil.which("bash") is None:
@@ -66,7 +67,7 @@ def cluster(tmp_path_factory):
         assert not alive, f"{name} (pid {pid}) still running after local-cluster.sh stop"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def work(tmp_path_factory, cluster):
     """The tiny demo store (`lmp-data demo OUT --size tiny`), a SQLite MLflow store and a run folder."""
     d = tmp_path_factory.mktemp("pretrain")
@@ -160,7 +161,7 @@ def _weights(work, name: str) -> dict:
     return load_file(work["dir"] / "runs" / name / "export" / "model.safetensors")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def reference(work):
     """An uninterrupted 2-task run through `sbatch --wait slurm/pretrain.sh`."""
     t0 = time.monotonic()
