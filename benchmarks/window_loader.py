@@ -24,9 +24,10 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
 from lmp_data import FeatureStore, ShotWindows, collate_windows
 from lmp_data.windows import overlaps
-from torch.utils.data import DataLoader
 
 
 def synth_movie(rng: np.random.Generator, n_shots: int, tokens_per_shot: float, dims: dict) -> dict:

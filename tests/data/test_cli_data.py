@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from lmp_data import FeatureStore
 from lmp_data.commands import import_npz, info
 

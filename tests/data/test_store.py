@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from lmp_data import FeatureStore, StoreError
 
 ENC = {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lmp_data import BATCH_KEYS, FeatureStore, ShotWindows, WindowsConfig, collate_windows
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
+
+from lmp_data import BATCH_KEYS, FeatureStore, ShotWindows, WindowsConfig, collate_windows
 
 DIMS = {"video": 5, "audio": 3, "text": 4}
 ENC = {m: {"name": m, "dim": d} for m, d in DIMS.items()}
