@@ -214,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = pl.read_parquet(sweep_dir / "results" / "table.parquet")
         sections.append(render_table(table, summary, sweep_dir))
         used[table] = sweep_dir
+    for table in TABLES:
+        if table not in args.tables:
+            sections.append(
+                f"### {TABLES[table]['title']}\n\nNot generated in this run: `.venv/bin/python experiments/"
+                f"{TABLES[table]['script']} --scale {args.scale}`, then `experiments/make_results.py --reuse`.\n"
+            )
+    sections.sort(key=lambda sec: [TABLES[t]["title"] in sec for t in TABLES].index(True))
     commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"  # fmt: skip
     header = (
