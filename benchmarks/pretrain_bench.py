@@ -94,7 +94,7 @@ def zero_run(stage: int, steps: int, tmp: Path, overrides: list[str]) -> list[di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=25, help="optimizer steps of the 1-rank training run")
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps of the 1-rank training run")
     ap.add_argument("--zero-steps", type=int, default=15, help="optimizer steps of each 2-rank ZeRO run")
     ap.add_argument("--skip", type=int, default=3, help="first steps left out of the timings")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pretrain_bench.txt"))
@@ -130,38 +130,43 @@ def main() -> None:
     flops, accum = flops_per_step(cfg)
     say(f"model FLOPs per optimizer step (fwd+bwd, {accum} micro-batches): {flops / 1e9:.2f} GFLOP")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        c = load_pretrain_config(
-            DEMO,
-            [
-                "mlflow.enabled=false",
-                "train.ckpt_every=0",
-                f"train.steps={args.steps}",
-                f"train.out_dir={tmp}",
-            ]
-            + args.overrides,
-        )
-        t0 = time.perf_counter()
-        res = run(c)
-        wall = time.perf_counter() - t0
-    m = measured(res.history, args.skip)
     gb = cfg.train.global_batch or cfg.train.micro_batch
-    mfu = flops / m["step_s"] / peak
-    say(
-        f"1 rank, ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = {gb / m['step_s']:.1f} "
-        f"windows/s; run() wall {wall:.1f} s for {args.steps} steps (incl. set-up, final checkpoint, export)"
-    )
-    say(
-        f"achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured {threads}-thread "
-        f"matmul peak (target >= 35 %: {'PASS' if mfu >= 0.35 else 'MISS'}); "
-        f"{100 * flops / m['step_s'] / ideal:.1f} % of {threads} x the 1-thread peak"
-    )
-    say(
-        f"data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'})"
-    )
-    say(
-        f"loss: {res.history[0]['loss/total']:.3f} at step 1 -> {res.history[-1]['loss/total']:.3f} at step {args.steps}"
-    )
+    for n_threads in sorted({threads, 1}, reverse=True):
+        with tempfile.TemporaryDirectory() as tmp:
+            c = load_pretrain_config(
+                DEMO,
+                [
+                    "mlflow.enabled=false",
+                    "train.ckpt_every=0",
+                    f"train.steps={args.steps}",
+                    f"train.out_dir={tmp}",
+                ]
+                + [f"train.threads={n_threads}", *args.overrides],
+            )
+            t0 = time.perf_counter()
+            res = run(c)
+            wall = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        m = measured(res.history, args.skip)
+        ref = peak if n_threads == threads else peak1
+        mfu = flops / m["step_s"] / ref
+        say(
+            f"1 rank, {n_threads} thread(s), ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = "
+            f"{gb / m['step_s']:.1f} windows/s; run() wall {wall:.1f} s for {args.steps} steps (incl. set-up, export)"
+        )
+        extra = (
+            f"; {100 * flops / m['step_s'] / ideal:.1f} % of {threads} x the 1-thread peak"
+            if n_threads > 1
+            else ""
+        )
+        say(
+            f"  achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured "
+            f"{n_threads}-thread matmul peak (target >= 35 %: {'PASS' if mfu >= 0.35 else 'MISS'}){extra}"
+        )
+        say(
+            f"  data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'}); "
+            f"loss {res.history[0]['loss/total']:.3f} at step 1 -> {res.history[-1]['loss/total']:.3f} at step {args.steps}"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         zs = {}
