@@ -100,6 +100,25 @@ def launch(cmd: list[str], timeout: float = 300) -> dict:
     return json.loads(lines[0])
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of every process below `pid` (from /proc), so a test can SIGKILL exactly what it started."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -172,7 +191,12 @@ def test_sigkill_then_resume_gives_the_same_losses(store, tmp_path, nproc, stage
         if seen >= 10:
             break
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: torchrun and its ranks
+    victims = [proc.pid, *descendants(proc.pid)]  # torchrun starts its ranks in their own sessions
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
     assert 10 <= seen < steps, f"run not killed mid-way (saw {seen} steps, exit {proc.returncode})"
 
