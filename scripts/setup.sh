@@ -26,5 +26,5 @@ if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$U
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
-uv sync --locked --all-packages --quiet
+uv sync --locked --all-packages --quiet --compile-bytecode
 echo "setup: ok ($(.venv/bin/python --version), $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
