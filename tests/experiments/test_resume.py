@@ -33,6 +33,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         "--only",
         "none,full",
         "ray.max_concurrent_trials=1",
+        "pretrain_overrides=[train.steps=300]",  # long enough to be interrupted mid-pretraining
     ]
     cmd = [str(PY), str(REPO / "experiments" / "ablate_losses.py"), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -42,8 +43,8 @@ def test_interrupted_sweep_resumes(tmp_path):
         _wait_for(next(iter(sweeps.glob("losses-smoke-*")), sweeps / "missing") / "sweep.json", proc)
         sweep_dir = next(sweeps.glob("losses-smoke-*"))
         _wait_for(sweep_dir / "trials" / "none-s0" / "attempt-1" / "metrics.json", proc)
-        _wait_for(sweep_dir / "trials" / "full-s0" / "attempt-1" / "spec.json", proc)
-        time.sleep(3)  # inside the second trial's pretraining
+        # inside the second trial's pretraining: its step log exists
+        _wait_for(sweep_dir / "trials" / "full-s0" / "attempt-1" / "full-s0" / "metrics.jsonl", proc)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
     finally:
