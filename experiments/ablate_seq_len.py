@@ -32,8 +32,13 @@ def build(cfg, only):
                     "seed": seed,
                     "order": order,
                     "work": "_sweep.work:pretrain_and_probe",
-                    # the shot position embedding must cover the window
-                    "pretrain_overrides": [f"data.k={k}", f"model.max_shots={max(64, k)}"],
+                    # the shot and token position embeddings must cover the window: the default demo
+                    # has at most 106 / 223 / 390 tokens in a window of k = 10 / 30 / 60 shots
+                    "pretrain_overrides": [
+                        f"data.k={k}",
+                        f"model.max_shots={max(64, k)}",
+                        f"model.max_tokens={max(256, 8 * k)}",
+                    ],
                 }
             )
     return [Stage("trials", select(specs, only))], columns
