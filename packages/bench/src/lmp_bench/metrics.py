@@ -3,7 +3,7 @@
 - `accuracy`: top-1 accuracy (LVU classification, shot ordering, next shot selection).
 - `per_class_accuracy`: the mean over classes of each class's recall (AVE); classes absent from
   the targets are left out of the mean, so declared-but-unused labels (LVU director/writer) do not
-  drag it to zero (same as sklearn's `balanced_accuracy_score`).
+  drag it to zero (sklearn's `balanced_accuracy_score`).
 - `mse`: mean squared error (LVU user engagement).
 - `retrieval_ranks` / `retrieval_metrics`: 1-based rank of each query's ground-truth candidate in a
   similarity matrix, and R@K, median and mean rank from those (scene <-> soundtrack, description ->
@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_squared_error
 
 
 def _np(x) -> np.ndarray:
@@ -40,22 +43,23 @@ def accuracy(pred, target) -> float:
     """Top-1 accuracy; `pred` is class ids [N] or scores [N, C]."""
     p, t = _labels(pred), _np(target).astype(np.int64)
     _check_pair(p, t, "accuracy")
-    return float((p == t).mean())
+    return float(accuracy_score(t, p))
 
 
 def per_class_accuracy(pred, target) -> float:
     """Average per-class accuracy (mean recall over the classes present in `target`)."""
     p, t = _labels(pred), _np(target).astype(np.int64)
     _check_pair(p, t, "per_class_accuracy")
-    classes = np.unique(t)
-    return float(np.mean([(p[t == c] == c).mean() for c in classes]))
+    with warnings.catch_warnings():  # predicted classes absent from the targets are left out, by design
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(t, p))
 
 
 def mse(pred, target) -> float:
     """Mean squared error."""
     p, t = _np(pred).astype(np.float64).reshape(-1), _np(target).astype(np.float64).reshape(-1)
     _check_pair(p, t, "mse")
-    return float(np.mean((p - t) ** 2))
+    return float(mean_squared_error(t, p))
 
 
 def retrieval_ranks(similarity, gt=None) -> np.ndarray:
