@@ -141,14 +141,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
             raise
         if env.global_rank != 0:
             return None
-        return {
-            "run_dir": str(result.run_dir),
-            "mlflow_run_id": result.mlflow_run_id,
-            "export_dir": str(result.export_dir),
-            "steps": result.steps,
-            "resumed_from": result.resumed_from,
-            "final_losses": result.final_losses,
-        }
+        return result.summary()
 
     def _requeue_if_stuck(self, env: submitit.JobEnvironment, flag: threading.Event) -> None:
         """Rank 0: after the time-limit signal, give the run `grace_s` to checkpoint; then requeue anyway.

@@ -72,15 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmp-pretrain: error: {e}", file=sys.stderr)
         return 2
     if rank == "0":
-        summary = {
-            "run_dir": str(result.run_dir),
-            "mlflow_run_id": result.mlflow_run_id,
-            "export_dir": str(result.export_dir),
-            "steps": result.steps,
-            "resumed_from": result.resumed_from,
-            "final_losses": result.final_losses,
-        }
-        print(json.dumps(summary), flush=True)
+        print(json.dumps(result.summary()), flush=True)
     return 0
 
 

@@ -55,6 +55,17 @@ class PretrainResult:
     resumed_from: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def summary(self) -> dict:
+        """JSON-able summary (what `lmp-pretrain` prints and a submitit job returns)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "mlflow_run_id": self.mlflow_run_id,
+            "export_dir": str(self.export_dir),
+            "steps": self.steps,
+            "resumed_from": self.resumed_from,
+            "final_losses": self.final_losses,
+        }
+
 
 class _TrainStep(nn.Module):
     """The engine's module: LMP's training forward returning (loss, terms) instead of a dataclass, so
