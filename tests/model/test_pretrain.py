@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +21,8 @@ from lmp_model.pretrain.checkpoint import COMPLETE, latest_tag
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "experiments" / "configs" / "pretrain" / "tiny.yaml"
-
-
-def make_store(path: Path, movies: int = 6, seed: int = 0, dims=(24, 16, 16)) -> Path:
-    """Movies whose video, audio and text are noisy views of one slowly drifting latent per shot."""
-    from lmp_data import FeatureStore
-
-    rng = np.random.default_rng(seed)
-    enc = {m: {"name": f"synthetic-{m}", "dim": d} for m, d in zip(("video", "audio", "text"), dims)}
-    store = FeatureStore.create(path, enc, dtype="float32")
-    proj = [rng.normal(size=(8, d)) for d in dims]
-    for i in range(movies):
-        n = int(rng.integers(30, 60))
-        z = np.cumsum(rng.normal(size=(n, 8)), 0) * 0.3 + rng.normal(size=(n, 8))
-        ends = np.cumsum(rng.uniform(1, 4, n).round(2)).round(2)
-        starts = np.concatenate([[0.0], ends[:-1]])
-        tok_shot = np.sort(rng.integers(0, n, 2 * n))
-        a = starts[tok_shot] + rng.uniform(0, 0.5, 2 * n) * (ends - starts)[tok_shot]
-        store.write_movie(
-            f"m{i:02d}",
-            shots=np.stack([starts, ends], 1),
-            video=(z @ proj[0] + 0.3 * rng.normal(size=(n, dims[0]))).astype("float32"),
-            audio=(z @ proj[1] + 0.3 * rng.normal(size=(n, dims[1]))).astype("float32"),
-            text=((z[tok_shot] + 0.3 * rng.normal(size=(2 * n, 8))) @ proj[2]).astype("float32"),
-            text_spans=np.stack([a, a + 0.3 * (ends - starts)[tok_shot]], 1),
-            meta={"split": "train" if i < movies - 1 else "val"},
-        )
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_store import make_store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
