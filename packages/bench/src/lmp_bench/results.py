@@ -33,6 +33,16 @@ RUN_SCHEMA = {
 }
 
 
+def write_parquet_atomic(df: pl.DataFrame, path: str | Path) -> Path:
+    """Write `df` to `path` via a temp file and a rename, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    df.write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
 @dataclass
 class LVUResult:
     """Scores of one or more methods (rows of a paper table) on LVU tasks."""
@@ -129,15 +139,10 @@ class LVUResult:
 
     def write_parquet(self, path: str | Path) -> Path:
         """Write the per-seed rows (with the per-task means and std joined on) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         df = self.runs.join(
             self.per_task().select("method", "task", "mean", "std"), on=["method", "task"], how="left"
         )
-        tmp = path.with_name(f".tmp-{path.name}")
-        df.write_parquet(tmp)
-        tmp.replace(path)
-        return path
+        return write_parquet_atomic(df, path)
 
     @staticmethod
     def concat(results: list[LVUResult]) -> LVUResult:

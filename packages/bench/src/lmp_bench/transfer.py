@@ -34,6 +34,7 @@ from lmp_bench import metrics
 from lmp_bench.api import _probe_cfg, open_store, random_model, resolve_model
 from lmp_bench.features import FEATURES, parse_features
 from lmp_bench.probe import ProbeConfig, fit_probe, torch_threads
+from lmp_bench.results import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,7 @@ class TransferResult:
         return "\n".join(lines)
 
     def write_parquet(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        self.rows.write_parquet(tmp)
-        tmp.replace(path)
-        return path
+        return write_parquet_atomic(self.rows, path)
 
 
 # -- reading labels ------------------------------------------------------------------------------------
