@@ -1,24 +1,20 @@
-"""`lmp-data info` and `lmp-data import` (their modules' parsers, as `lmp_data.cli` registers them)."""
+"""`lmp-data info` and `lmp-data import` (through `lmp_data.cli.main`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 from lmp_data import FeatureStore
-from lmp_data.commands import import_npz, info
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="lmp-data")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info.register(sub)
-    import_npz.register(sub)
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    """`lmp-data ARGV` in this process (errors reported the way `lmp_data.cli.main` reports them)."""
+    from lmp_data.cli import main
+
+    return main(list(argv))
 
 
 def write_npz(path, seed: int, n_shots: int = 10, n_tokens: int = 7, dims=(6, 3, 4)) -> dict:

@@ -22,6 +22,7 @@ holds even between racing processes. The old group of an overwritten movie is re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -43,6 +44,8 @@ from lmp_data.validate import (
     check_movie_id,
 )
 
+log = logging.getLogger(__name__)
+
 FORMAT = "lmp-feature-store"
 VERSION = 1
 ARRAYS = ("shots", "video", "audio", "text", "text_spans")
@@ -60,6 +63,54 @@ def _fsync_write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _group_id(group: str) -> str:
+    """The movie id of a group folder name `<id>.<token>`."""
+    return group.rsplit(".", 1)[0]
+
+
+def _age(p: Path, now: float) -> float:
+    try:
+        return now - p.stat().st_mtime
+    except FileNotFoundError:
+        return -1.0
+
+
+def _remove(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@dataclass
+class StoreCheck:
+    """What `FeatureStore.check()` found; `ok` when nothing."""
+
+    unreadable_rows: dict[str, str]
+    """movie id -> why its manifest row cannot be read (the movie is not listed)."""
+    missing_groups: dict[str, str]
+    """movie id -> the group its manifest row names, which does not exist (the movie is not listed)."""
+    orphan_groups: list[str]
+    """Groups under movies/ that no manifest row names (`repair()` removes them)."""
+    unreadable_groups: list[str]
+    """Unreferenced groups of a movie whose manifest row is unreadable (kept: they may be its data)."""
+    temporary: list[str]
+    """`.tmp-*` leftovers of writes (in progress, or interrupted: `cleanup()` removes old ones)."""
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.unreadable_rows or self.missing_groups or self.orphan_groups or self.unreadable_groups
+        )
+
+    def lines(self) -> list[str]:
+        out = [f"unreadable manifest row: {m}: {why}" for m, why in self.unreadable_rows.items()]
+        out += [
+            f"missing group: movie {m!r}: movies/{g} does not exist" for m, g in self.missing_groups.items()
+        ]
+        out += [f"orphan group: movies/{g} (no manifest row names it)" for g in self.orphan_groups]
+        out += [f"unreferenced group of an unreadable movie: movies/{g}" for g in self.unreadable_groups]
+        out += [f"temporary: {t}" for t in self.temporary]
+        return out
 
 
 @dataclass
@@ -130,6 +181,12 @@ class FeatureStore:
         encoders and dtype is opened instead (a different one is an error)."""
         path = Path(path)
         encoders = check_encoders(encoders)
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise StoreError(
+                f"store {path}: dtype {dtype!r} is not a numpy dtype (e.g. float16, float32)"
+            ) from None
         if np.dtype(dtype).kind != "f":
             raise StoreError(f"store {path}: dtype must be a float type, got {dtype!r}")
         info = {"format": FORMAT, "version": VERSION, "dtype": np.dtype(dtype).name, "encoders": encoders}
@@ -180,11 +237,20 @@ class FeatureStore:
         return self.path / "manifest" / f"{check_movie_id(movie_id)}.parquet"
 
     def _row(self, movie_id: str) -> dict[str, Any]:
+        """The manifest row of `movie_id`; KeyError if absent, StoreError (naming the file) if unreadable."""
         p = self._manifest_path(movie_id)
         try:
-            return pl.read_parquet(p).row(0, named=True)
+            row = pl.read_parquet(p).row(0, named=True)
         except FileNotFoundError:
             raise KeyError(f"store {self.path}: no movie {movie_id!r}") from None
+        except Exception as e:  # truncated / corrupt Parquet: polars names no file
+            raise StoreError(
+                f"store {self.path}: movie {movie_id!r}: manifest row {p} unreadable "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        if not isinstance(row.get("group"), str) or not row["group"]:
+            raise StoreError(f"store {self.path}: movie {movie_id!r}: manifest row {p} names no group")
+        return row
 
     # -- writing -------------------------------------------------------------------------------------
     def write_movie(
@@ -221,7 +287,10 @@ class FeatureStore:
         final = self._manifest_path(movie_id)
         if final.exists() and not overwrite:
             raise StoreError(f"store {self.path}: movie {movie_id!r} exists (pass overwrite=True to rewrite)")
-        old_group = self._row(movie_id)["group"] if final.exists() else None
+        try:
+            old_group = self._row(movie_id)["group"] if final.exists() else None
+        except StoreError:  # an unreadable manifest row is replaced; its group is left to `check()`
+            old_group = None
 
         import zarr  # noqa: PLC0415  (keeps `import lmp_data.store` light)
 
@@ -287,16 +356,47 @@ class FeatureStore:
     def cleanup(self, older_than_s: float = 3600.0) -> list[str]:
         """Remove leftovers of interrupted writes (temporary files and groups no manifest row names)
         older than `older_than_s` seconds (so writes in progress elsewhere are left alone)."""
-        referenced = {self._row(m)["group"] for m in self._movie_files()}
+        rows, unreadable = self._scan()
+        referenced = {r["group"] for r in rows.values()}
         now, removed = time.time(), []
         for sub in ("movies", "manifest"):
             for p in (self.path / sub).iterdir():
                 is_tmp = p.name.startswith(".tmp-")
-                if (is_tmp or (sub == "movies" and p.name not in referenced)) and (
-                    now - p.stat().st_mtime >= older_than_s
-                ):
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                unref = sub == "movies" and p.name not in referenced and _group_id(p.name) not in unreadable
+                if (is_tmp or unref) and _age(p, now) >= older_than_s:
+                    _remove(p)
                     removed.append(f"{sub}/{p.name}")
+        return removed
+
+    def check(self) -> StoreCheck:
+        """Every inconsistency of the store (read-only): unreadable manifest rows, manifest rows whose
+        group is missing, orphan groups (no manifest row names them) and temporary leftovers."""
+        rows, unreadable = self._scan()
+        referenced = {r["group"] for r in rows.values()}
+        missing = {m: r["group"] for m, r in rows.items() if not (self.path / "movies" / r["group"]).is_dir()}
+        orphans, kept, temp = [], [], []
+        for sub in ("movies", "manifest"):
+            for p in sorted((self.path / sub).iterdir()):
+                if p.name.startswith(".tmp-"):
+                    temp.append(f"{sub}/{p.name}")
+                elif sub == "movies" and p.name not in referenced:
+                    # a group of a movie whose manifest row is unreadable may be its data: kept, listed
+                    (kept if _group_id(p.name) in unreadable else orphans).append(p.name)
+        return StoreCheck(
+            dict(sorted(unreadable.items())), dict(sorted(missing.items())), orphans, kept, temp
+        )
+
+    def repair(self, older_than_s: float = 60.0) -> list[str]:
+        """Remove orphan groups (Zarr groups no manifest row names, e.g. left by racing overwrites) older
+        than `older_than_s` seconds (a group is renamed into place just before its manifest row is
+        published). Nothing else is touched: unreadable manifest rows and rows whose group is missing
+        are only reported by `check()`. Returns the removed `movies/<group>` names."""
+        now, removed = time.time(), []
+        for name in self.check().orphan_groups:
+            p = self.path / "movies" / name
+            if _age(p, now) >= older_than_s:
+                _remove(p)
+                removed.append(f"movies/{name}")
         return removed
 
     # -- reading -------------------------------------------------------------------------------------
@@ -307,17 +407,46 @@ class FeatureStore:
             if p.name.endswith(".parquet") and not p.name.startswith(".tmp-")
         )
 
+    def _scan(self, frames: list[pl.DataFrame] | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+        """Read every manifest row: ({movie_id: row}, {movie_id: why unreadable}); rows removed while
+        listing are skipped. The DataFrames read are appended to `frames` when given."""
+        rows: dict[str, dict] = {}
+        unreadable: dict[str, str] = {}
+        for m in self._movie_files():
+            p = self.path / "manifest" / f"{m}.parquet"
+            try:
+                df = pl.read_parquet(p)
+                row = df.row(0, named=True)
+                if row.get("movie_id") != m or not isinstance(row.get("group"), str) or not row["group"]:
+                    raise StoreError(f"movie_id {row.get('movie_id')!r}, group {row.get('group')!r}")
+            except FileNotFoundError:  # deleted/overwritten while listing
+                continue
+            except Exception as e:  # truncated / corrupt Parquet
+                unreadable[m] = f"manifest row manifest/{m}.parquet unreadable ({type(e).__name__}: {e})"
+                continue
+            rows[m] = row
+            if frames is not None:
+                frames.append(df)
+        return rows, unreadable
+
     def has_movie(self, movie_id: str) -> bool:
         return self._manifest_path(movie_id).exists()
 
     def movies(self) -> pl.DataFrame:
-        """One row per complete movie: movie_id, n_shots, n_tokens, duration, then metadata columns."""
+        """One row per complete movie: movie_id, n_shots, n_tokens, duration, then metadata columns.
+
+        A manifest row that cannot be read, or whose group is missing, costs that movie only: it is left
+        out with a warning naming it (`check()` lists every such problem)."""
         frames = []
-        for m in self._movie_files():
-            try:
-                frames.append(pl.read_parquet(self.path / "manifest" / f"{m}.parquet"))
-            except FileNotFoundError:  # deleted/overwritten while listing
-                continue
+        rows, unreadable = self._scan(frames)
+        for m, err in unreadable.items():
+            log.warning("store %s: movie %r left out: %s", self.path, m, err)
+        for m, row in rows.items():
+            if not (self.path / "movies" / row["group"]).is_dir():
+                log.warning(
+                    "store %s: movie %r left out: its group movies/%s is missing", self.path, m, row["group"]
+                )
+                frames = [f for f in frames if f["movie_id"][0] != m]
         if not frames:
             return pl.DataFrame(schema=BASE_COLUMNS)
         df = pl.concat(frames, how="diagonal_relaxed").sort("movie_id")

@@ -16,6 +16,9 @@ MODALITIES = ("video", "audio", "text")
 """The three base-feature modalities, in the order the paper names them (video, audio, language)."""
 
 MOVIE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+RESERVED_PREFIX = ".tmp-"
+"""The store names files and groups being written `.tmp-*` (never read, removed by cleanup): no movie id
+may start with it."""
 SPAN_EPS = 1e-3
 """Seconds a token span may reach past the first shot's start / last shot's end (rounding of cue times)."""
 
@@ -28,10 +31,17 @@ class StoreError(ValueError):
 
 
 def check_movie_id(movie_id: Any) -> str:
-    """Return `movie_id` if it is a safe path component `[A-Za-z0-9._-]{1,128}` (not "." or "..")."""
-    if not isinstance(movie_id, str) or not MOVIE_ID_RE.fullmatch(movie_id) or movie_id in (".", ".."):
+    """Return `movie_id` if it is a safe path component `[A-Za-z0-9._-]{1,128}` (not "." or "..", not
+    starting with the store's reserved temporary prefix `.tmp-`)."""
+    if (
+        not isinstance(movie_id, str)
+        or not MOVIE_ID_RE.fullmatch(movie_id)
+        or movie_id in (".", "..")
+        or movie_id.startswith(RESERVED_PREFIX)
+    ):
         raise StoreError(
-            f"movie id {movie_id!r}: expected 1-128 characters from [A-Za-z0-9._-], not '.' or '..'"
+            f"movie id {movie_id!r}: expected 1-128 characters from [A-Za-z0-9._-], not '.' or '..', "
+            f"not starting with {RESERVED_PREFIX!r} (reserved for the store's temporary files)"
         )
     return movie_id
 

@@ -5,14 +5,20 @@ Each `.npz` holds the arrays `shots` [S,2], `video` [S,Dv], `audio` [S,Da], `tex
 `meta.json` in DIR mapping movie id -> dict (the sidecar wins per key). The store is created if
 missing, with encoders from `--video/--audio/--text NAME:DIM` or from `DIR/encoders.json`.
 Movies already in the store are skipped (so an interrupted import resumes) unless `--overwrite`.
-A bad file is reported and skipped; the exit code is 1 if any file failed.
+A bad file (unreadable, truncated or corrupt `.npz`, bad arrays or metadata) is reported and skipped,
+the import goes on and a summary ends it; the exit code is 1 if any file failed. Files named `*.npz`
+that are not regular files (a FIFO, a device, a folder) are skipped with a message, never opened.
+An import that cannot start (no store and no encoders, bad --dtype, ...) exits 2 with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 ARRAYS = ("shots", "video", "audio", "text", "text_spans")
@@ -80,10 +86,10 @@ def import_file(store, path: Path, shared_meta: dict, overwrite: bool) -> str:
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing} (has {sorted(npz.files)})")
             arrays = {a: npz[a] for a in ARRAYS}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise
-        raise ValueError(f"{path}: not a readable .npz ({e})") from e
+        raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
     meta = dict(shared_meta.get(movie_id, {}))
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -92,45 +98,58 @@ def import_file(store, path: Path, shared_meta: dict, overwrite: bool) -> str:
     return "imported"
 
 
+def _not_regular(path: Path) -> str | None:
+    """Why `path` is not a regular file (following symlinks), or None if it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot stat ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISDIR: "a folder", stat.S_ISSOCK: "a socket"}
+    kind = next((k for f, k in kinds.items() if f(mode)), "a device or other special file")
+    return f"not a regular file ({kind})"
+
+
 def run(args: argparse.Namespace) -> int:
+    from lmp_data.cli import CommandError
     from lmp_data.store import FeatureStore
     from lmp_data.validate import StoreError, check_encoders
 
-    def fail(msg: str) -> int:
-        print(f"lmp-data import: {msg}", file=sys.stderr)
-        return 2
-
     if not args.dir.is_dir():
-        return fail(f"{args.dir}: not a directory")
+        raise CommandError(f"{args.dir}: not a directory")
     files = sorted(args.dir.glob("*.npz"))
     if not files:
-        return fail(f"{args.dir}: no .npz files")
-    try:
-        encoders = _encoders(args)
-        if (args.store / "store.json").exists():
-            store = FeatureStore.open(args.store)
-            if encoders is not None and store.encoders != check_encoders(encoders):
-                return fail(f"store {args.store} has encoders {store.encoders}, not {encoders}")
-        elif encoders is None:
-            return fail(
-                f"store {args.store} does not exist: give --video/--audio/--text NAME:DIM "
-                f"or put an encoders.json in {args.dir}"
-            )
-        else:
-            store = FeatureStore.create(args.store, encoders, dtype=args.dtype)
-        shared_meta = _load_json(args.dir / "meta.json") if (args.dir / "meta.json").is_file() else {}
-    except (StoreError, ValueError) as e:
-        return fail(str(e))
+        raise CommandError(f"{args.dir}: no .npz files")
+    encoders = _encoders(args)
+    if (args.store / "store.json").exists():
+        store = FeatureStore.open(args.store)
+        if encoders is not None and store.encoders != check_encoders(encoders):
+            raise CommandError(f"store {args.store} has encoders {store.encoders}, not {encoders}")
+    elif encoders is None:
+        raise CommandError(
+            f"store {args.store} does not exist: give --video/--audio/--text NAME:DIM "
+            f"or put an encoders.json in {args.dir}"
+        )
+    else:
+        store = FeatureStore.create(args.store, encoders, dtype=args.dtype)
+    shared_meta = _load_json(args.dir / "meta.json") if (args.dir / "meta.json").is_file() else {}
 
-    counts = {"imported": 0, "skipped": 0, "failed": 0}
+    counts = {"imported": 0, "skipped": 0, "failed": 0, "not_regular": 0}
     for path in files:
+        why = _not_regular(path)
+        if why is not None:
+            counts["not_regular"] += 1
+            print(f"SKIPPED {path.name}: {why}", file=sys.stderr)
+            continue
         try:
             counts[import_file(store, path, shared_meta, args.overwrite)] += 1
         except (StoreError, ValueError, OSError) as e:
             counts["failed"] += 1
             print(f"FAILED {path.name}: {e}", file=sys.stderr)
+    extra = f", {counts['not_regular']} not regular files skipped" if counts["not_regular"] else ""
     print(
         f"imported {counts['imported']}, skipped {counts['skipped']} (already in store), "
-        f"failed {counts['failed']} -> {args.store}"
+        f"failed {counts['failed']}{extra} -> {args.store}"
     )
     return 1 if counts["failed"] else 0

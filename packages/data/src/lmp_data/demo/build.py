@@ -74,7 +74,8 @@ def make_demo(
     """Build the demo benchmark for `DemoConfig.preset(size, seed=seed, **overrides)` into `out_dir`.
 
     Idempotent: if `out_dir` already holds a complete demo of the same config, it is returned untouched.
-    If it holds a different demo (or anything else), `DemoError` unless `overwrite=True`. Concurrent
+    If it holds a different demo, `DemoError` unless `overwrite=True`; anything that is not a demo (no
+    `demo.json` of this format) is never replaced, `DemoError` names what is there. Concurrent
     callers are safe: each builds privately, the first rename wins, the others reuse its result.
     """
     cfg = DemoConfig.preset(size, seed=seed, **overrides)
@@ -82,11 +83,13 @@ def make_demo(
     paths = DemoPaths.under(out)
     if _matches(out, cfg):
         return paths
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DemoError(
-            f"demo {out}: exists but does not hold a complete demo of this config (size={size}, seed={seed}, "
-            f"overrides={overrides}); pass overwrite=True (--overwrite) or choose another folder"
-        )
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DemoError(
+                f"demo {out}: exists but does not hold a complete demo of this config (size={size}, "
+                f"seed={seed}, overrides={overrides}); pass overwrite=True (--overwrite) or choose another folder"
+            )
+        _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}.{uuid.uuid4().hex[:8]}"
     try:
@@ -109,6 +112,21 @@ def _matches(out: Path, cfg: DemoConfig) -> bool:
     )
 
 
+def _check_replaceable(out: Path) -> None:
+    """`overwrite` replaces only a demo: a folder whose `demo.json` has this module's format."""
+    try:
+        fmt = json.loads((out / "demo.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if fmt != FORMAT:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
+        raise DemoError(
+            f"demo {out}: refusing to overwrite, it is not a demo (no demo.json of format {FORMAT!r}); "
+            f"it holds: {shown}. Choose another folder, or remove it yourself"
+        )
+
+
 def _publish(tmp: Path, out: Path, cfg: DemoConfig, overwrite: bool) -> None:
     try:
         os.rename(tmp, out)  # atomic; succeeds onto an absent or empty folder
@@ -118,6 +136,7 @@ def _publish(tmp: Path, out: Path, cfg: DemoConfig, overwrite: bool) -> None:
             return
         if not overwrite:
             raise DemoError(f"demo {out}: appeared while building and holds a different demo") from None
+        _check_replaceable(out)
     trash = out.parent / f".trash-{out.name}.{uuid.uuid4().hex[:8]}"
     os.rename(out, trash)
     try:
