@@ -4,14 +4,24 @@ A checkpoint counts only once rank 0 has written `lmp_complete.json` in it after
 `latest` file (DeepSpeed's name and format: one line, the tag) is replaced atomically after that. So a
 process killed mid-save leaves an incomplete folder that resume ignores and deletes, never a visible
 half-written checkpoint.
+
+The marker is also the checkpoint's manifest: the size and sha256 of every file of the folder, computed
+by rank 0 once all ranks saved, and written atomically last. `resume_tag` trusts a checkpoint only if
+its files still match (a truncated or bit-flipped file, a deleted shard fail), falls back to the newest
+intact one with a warning naming the bad folder, and moves the bad folder aside as
+`corrupt-<tag>-<time>` (kept for inspection; never listed, resumed or pruned). Checkpoints written
+before manifests existed (no "files" in the marker) are trusted as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,13 @@ import torch
 
 COMPLETE = "lmp_complete.json"
 LATEST = "latest"
+CORRUPT_PREFIX = "corrupt-"
+
+log = logging.getLogger("lmp_model.pretrain")
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of the run can be trusted (the message names each folder and what is wrong)."""
 
 
 def tag_for(step: int) -> str:
@@ -40,7 +57,11 @@ def complete_tags(ckpt_dir: Path) -> list[str]:
     """Tags of complete checkpoints, oldest first."""
     if not ckpt_dir.is_dir():
         return []
-    return sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir() and (p / COMPLETE).is_file())
+    return sorted(
+        p.name
+        for p in ckpt_dir.iterdir()
+        if p.is_dir() and p.name.startswith("step") and (p / COMPLETE).is_file()
+    )
 
 
 def latest_tag(ckpt_dir: Path) -> str | None:
@@ -65,8 +86,90 @@ def remove_incomplete(ckpt_dir: Path) -> list[str]:
     return removed
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every regular file under `folder` except the marker."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.is_symlink() and p.name != COMPLETE and not p.name.startswith(".tmp-"):
+            out[p.relative_to(folder).as_posix()] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+    return out
+
+
+def verify(ckpt_dir: Path, tag: str) -> str | None:
+    """None if checkpoint `tag` is intact (its files match the manifest in its marker), else why not."""
+    folder = ckpt_dir / tag
+    try:
+        info = json.loads((folder / COMPLETE).read_text())
+    except (OSError, ValueError) as e:
+        return f"marker {COMPLETE} unreadable ({e})"
+    files = info.get("files") if isinstance(info, dict) else None
+    if files is None:
+        return None  # written before manifests existed: trusted as before
+    for rel, want in files.items():
+        p = folder / rel
+        try:
+            size = p.stat().st_size
+        except OSError:
+            return f"{rel} is missing"
+        if size != want["size"]:
+            return f"{rel} has {size} bytes, {want['size']} were saved"
+        if _sha256(p) != want["sha256"]:
+            return f"{rel} does not match the sha256 recorded at save time"
+    return None
+
+
+def resume_tag(ckpt_dir: Path) -> str | None:
+    """The newest intact checkpoint to resume from (None: there is none). Corrupt newer ones are named
+    in a warning and moved aside; `CheckpointError` if complete checkpoints exist but none is intact."""
+    first = latest_tag(ckpt_dir)
+    tags = complete_tags(ckpt_dir)[::-1]
+    if first is not None:
+        tags = [first, *[t for t in tags if t != first]]
+    bad = []
+    for tag in tags:
+        why = verify(ckpt_dir, tag)
+        if why is None:
+            if bad:
+                log.warning("resuming from the newest intact checkpoint %s instead", ckpt_dir / tag)
+                atomic_write(ckpt_dir / LATEST, tag)
+            return tag
+        aside = ckpt_dir / f"{CORRUPT_PREFIX}{tag}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        log.warning(
+            "checkpoint %s is corrupt (%s): not resuming from it, moved to %s", ckpt_dir / tag, why, aside
+        )
+        os.rename(ckpt_dir / tag, aside)
+        bad.append(f"{tag} ({why}; moved to {aside.name})")
+    if bad:
+        raise CheckpointError(f"{ckpt_dir}: no intact checkpoint to resume from: " + "; ".join(bad))
+    return None
+
+
+def last_run_id(ckpt_dir: Path) -> str | None:
+    """The MLflow run id recorded in the newest readable marker (also in moved-aside corrupt folders)."""
+    if not ckpt_dir.is_dir():
+        return None
+    for p in sorted(ckpt_dir.iterdir(), key=lambda p: p.name.removeprefix(CORRUPT_PREFIX), reverse=True):
+        try:
+            rid = json.loads((p / COMPLETE).read_text()).get("mlflow_run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if rid:
+            return str(rid)
+    return None
+
+
 def mark_complete(ckpt_dir: Path, tag: str, info: dict[str, Any], keep_last: int) -> None:
-    """Rank 0, after every rank saved: marker, then `latest`, then prune old checkpoints."""
+    """Rank 0, after every rank saved: marker (with the manifest of the folder's files), then `latest`,
+    then prune old checkpoints."""
+    info = {**info, "files": file_manifest(ckpt_dir / tag)}
     atomic_write(ckpt_dir / tag / COMPLETE, json.dumps(info, indent=2, default=str))
     atomic_write(ckpt_dir / LATEST, tag)
     if keep_last > 0:

@@ -2,7 +2,9 @@
 
 Run it directly (one process), or under a launcher for several ranks:
 `torchrun --nproc_per_node 2 -m lmp_model.pretrain.cli CONFIG ...`, `deepspeed --num_gpus 2 ...`, or
-`srun` (SLURM variables). Exit codes: 0 done, 2 invalid config or arguments, 3 non-finite loss, 75 preempted (checkpoint
+`srun` (SLURM variables). Exit codes: 0 done, 2 invalid config, arguments or input (one line naming the
+file/key/value: an empty store, data.k too large for model.max_tokens, an unwritable train.out_dir, no
+intact checkpoint to resume, ...; `-v` adds the traceback), 3 non-finite loss, 75 preempted (checkpoint
 saved on SLURM's warning signal, see `preempt`; requeue and run again with --resume).
 """
 
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 EPILOG = """examples:
   lmp-pretrain experiments/configs/pretrain/demo.yaml
@@ -37,9 +40,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("config", help="pretrain YAML, e.g. experiments/configs/pretrain/demo.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint of the run (fresh if none)"
+        "--resume",
+        action="store_true",
+        help="continue from the newest intact checkpoint of the run (fresh if none)",
     )
+    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
     return p.parse_args(argv)
+
+
+def error(exc: BaseException, verbose: bool, code: int = 2) -> int:
+    """Report `exc` as one line `lmp-pretrain: error: ...` (the traceback first when `verbose`)."""
+    if verbose:
+        traceback.print_exception(exc)
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in str(msg):
+        msg = f"{exc.filename}: {msg}"
+    print(f"lmp-pretrain: error: {msg}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_pretrain_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"lmp-pretrain: error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, OSError) as e:
+        return error(e, args.verbose)
     from lmp_model.pretrain import preempt
+    from lmp_model.pretrain.checkpoint import CheckpointError
     from lmp_model.pretrain.train import NonFiniteLossError, run
 
     preempt.install_handler()
@@ -66,11 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmp-pretrain: {e}", file=sys.stderr)
         return preempt.PREEMPTED_EXIT_CODE
     except NonFiniteLossError as e:
-        print(f"lmp-pretrain: error: {e}", file=sys.stderr)
-        return 3
-    except FileExistsError as e:
-        print(f"lmp-pretrain: error: {e}", file=sys.stderr)
-        return 2
+        return error(e, args.verbose, 3)
+    except (ConfigError, CheckpointError, ValueError, KeyError, OSError) as e:  # bad input, not a bug
+        return error(e, args.verbose)
     if rank == "0":
         print(json.dumps(result.summary()), flush=True)
     return 0

@@ -7,6 +7,7 @@ structured configs plus `key=value` overrides (`load_pretrain_config`). A YAML m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,7 @@ def validate(cfg: PretrainConfig) -> None:
         (t.steps > 0 or t.epochs > 0, "train.steps", "train.steps > 0 or train.epochs > 0"),
         (t.micro_batch >= 1, "train.micro_batch", f">= 1, got {t.micro_batch}"),
         (t.global_batch >= 0, "train.global_batch", f">= 0, got {t.global_batch}"),
-        (t.lr > 0, "train.lr", f"> 0, got {t.lr}"),
+        (math.isfinite(t.lr) and t.lr > 0, "train.lr", f"> 0 and finite, got {t.lr}"),
         (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"in [0, 1], got {t.min_lr_ratio}"),
         (t.warmup_steps >= 0, "train.warmup_steps", f">= 0, got {t.warmup_steps}"),
         (t.weight_decay >= 0, "train.weight_decay", f">= 0, got {t.weight_decay}"),

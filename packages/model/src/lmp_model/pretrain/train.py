@@ -280,10 +280,15 @@ class _Trainer:
             removed = ckpt.remove_incomplete(self.ckpt_dir)
             if removed:
                 log.warning("removed incomplete checkpoints %s in %s", removed, self.ckpt_dir)
-            tag = ckpt.latest_tag(self.ckpt_dir)
+            try:  # resume: the newest intact checkpoint (corrupt newer ones are named and moved aside)
+                tag = ckpt.resume_tag(self.ckpt_dir) if self.resume else ckpt.latest_tag(self.ckpt_dir)
+            except ckpt.CheckpointError as e:
+                tag = f"?{e}"
             if tag is not None and not self.resume:
                 tag = f"!{tag}"
         tag = self.broadcast(tag)
+        if tag is not None and tag.startswith("?"):
+            raise ckpt.CheckpointError(tag[1:])
         if tag is not None and tag.startswith("!"):
             raise FileExistsError(
                 f"{self.ckpt_dir} already holds checkpoint {tag[1:]}: pass --resume (resume=True) to continue "
@@ -429,9 +434,38 @@ class _Trainer:
         if self.ctx.is_main:
             (self.ckpt_dir / tag / "pretrain.yaml").write_text(config_to_yaml(self.cfg))
             info = {"step": step, "micro_step": micro_step, "world": self.ctx.world, "time": time.time()}
+            info["mlflow_run_id"] = self.run_id  # ends the run as FAILED if no checkpoint is intact
             ckpt.mark_complete(self.ckpt_dir, tag, info, self.cfg.train.keep_last)
         self.barrier()
         self.last_good = str(self.ckpt_dir / tag)
+
+    def abort(self, exc: BaseException) -> None:
+        """A fatal error anywhere in `fit`: end the MLflow run as FAILED (KILLED when interrupted or
+        preempted) with the error as a tag, also when the error came before or outside the training loop.
+        If no run was opened yet (e.g. no checkpoint could be resumed), the run the checkpoints name is
+        ended as FAILED. Never raises."""
+        if not self.ctx.is_main or not self.cfg.mlflow.enabled:
+            return
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | preempt.Preempted) else "FAILED"
+        try:
+            tracker = self.tracker
+            if tracker is None and self.resume:
+                run_id = ckpt.last_run_id(self.ckpt_dir)
+                if run_id is None:
+                    return
+                from lmp_model.tracking import Tracker
+
+                m = self.cfg.mlflow
+                tracker = Tracker(m.experiment, tracking_uri=m.tracking_uri or None, run_id=run_id)
+                if tracker.run_id != run_id:  # not found: do not leave a stray new run behind
+                    tracker.end("FAILED")
+                    return
+            if tracker is not None and tracker.active:
+                if status == "FAILED":
+                    tracker.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+                tracker.end(status)
+        except Exception as e:  # noqa: BLE001 - the original error is what the caller must see
+            log.warning("could not end the MLflow run as %s: %s", status, e)
 
     # ---------------------------------------------------------------------------------- metrics
     def _append_metrics(self, rec: dict[str, float]) -> None:
@@ -532,7 +566,12 @@ def run(cfg: PretrainConfig, *, resume: bool = False, loss_hook: LossHook | None
     validate(cfg)
     ctx = setup(cfg.train.device)
     try:
-        return _Trainer(cfg, ctx, resume, loss_hook).fit()
+        trainer = _Trainer(cfg, ctx, resume, loss_hook)
+        try:
+            return trainer.fit()
+        except BaseException as e:
+            trainer.abort(e)
+            raise
     finally:
         teardown(ctx)
 
