@@ -91,6 +91,11 @@ class TrainConfig:
     """Checkpoint every N optimizer steps (0: only at the end)."""
     keep_last: int = 2
     """Checkpoints kept (the oldest are deleted once a newer one is complete); 0 keeps all."""
+    snapshot_every: int = 0
+    """Every N optimizer steps (and at step 0, the initialisation) write a weights-only export
+    (`lmp_model.export` format, meta `step`) to `<run dir>/snapshots/step_<N>/`, for the
+    probe-over-training curve (`lmp-bench curve`). 0: off. Not checkpoints: no optimizer state, never
+    deleted, kept on resume."""
     out_dir: str = "runs/pretrain"
     """Runs go to `<out_dir>/<name>` (relative paths: from the working directory)."""
     log_every: int = 1
@@ -151,6 +156,7 @@ def validate(cfg: PretrainConfig) -> None:
         (t.threads >= 0, "train.threads", f">= 0, got {t.threads}"),
         (t.ckpt_every >= 0, "train.ckpt_every", f">= 0, got {t.ckpt_every}"),
         (t.keep_last >= 0, "train.keep_last", f">= 0, got {t.keep_last}"),
+        (t.snapshot_every >= 0, "train.snapshot_every", f">= 0, got {t.snapshot_every}"),
         (t.log_every >= 1, "train.log_every", f">= 1, got {t.log_every}"),
         (bool(t.out_dir), "train.out_dir", "a folder"),
         (d.k >= 1, "data.k", f">= 1, got {d.k}"),

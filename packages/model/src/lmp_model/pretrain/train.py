@@ -30,6 +30,9 @@ from lmp_model.pretrain.dist import DistContext, setup, teardown
 
 log = logging.getLogger("lmp_model.pretrain")
 
+SNAPSHOTS = "snapshots"
+"""Run-folder subfolder of the weights-only snapshots (`train.snapshot_every`): `step_<N>/`."""
+
 LossHook = Callable[[int, Any], None]
 """Test hook: called as hook(step, LMPOutput) after each forward (may edit `terms` in place)."""
 
@@ -227,6 +230,7 @@ class _Trainer:
             lr_scheduler=cosine_schedule(cfg, total_steps),
         )
         self.engine = engine
+        self.data = data
         start_step, run_id, resumed_from = 0, None, None
         if resume_tag is not None:
             start_step, run_id = self._load(resume_tag)
@@ -234,6 +238,8 @@ class _Trainer:
         else:
             ckpt.seed_all(t.seed * 1000 + 17 + ctx.rank)  # masking/dropout differ across ranks
         self._start_tracking(run_id, data, total_steps, global_batch, accum, bf16, resume_tag)
+        if t.snapshot_every and resume_tag is None:
+            self._snapshot(0)  # the random initialisation: the curve's starting point
         if ctx.is_main:
             ckpt.atomic_write(self.run_dir / "config.yaml", config_to_yaml(cfg))
             self._rewrite_metrics_file(start_step)
@@ -412,6 +418,8 @@ class _Trainer:
             saved = (t.ckpt_every and step % t.ckpt_every == 0) or step == total_steps
             if saved:
                 self._save(step, stream.next_step)
+            if t.snapshot_every and step % t.snapshot_every == 0:
+                self._snapshot(step)
             if step < total_steps and preempt.requested(sync=True):  # SLURM's warning signal (cli.py)
                 if not saved:
                     self._save(step, stream.next_step)
@@ -477,6 +485,44 @@ class _Trainer:
         """On (re)start, the per-step log holds exactly the steps up to the checkpoint."""
         lines = [json.dumps(r) for r in self.history if r["step"] <= upto]
         ckpt.atomic_write(self.run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
+
+    # -------------------------------------------------------------------------------- snapshots
+    def _snapshot(self, step: int) -> Path | None:
+        """Weights-only export of the current model to `<run dir>/snapshots/step_<step>/` (rank 0).
+
+        Collective under ZeRO-3 (every rank gathers its partitions); a state_dict write otherwise.
+        """
+        from lmp_model.export import save_pretrained
+
+        engine, data = self.engine, self.data
+        if self.cfg.train.zero_stage == 3:  # partitioned weights: gather them onto rank 0
+            state = engine._zero3_consolidated_16bit_state_dict()
+        else:  # ZeRO 0-2 keep whole weights on every rank
+            state = engine.module.state_dict() if self.ctx.is_main else None
+        out = None
+        if self.ctx.is_main:
+            assert state is not None
+            prefix = _TrainStep.PREFIX
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            meta = {
+                "step": step,
+                "steps": step,
+                "k": self.cfg.data.k,
+                "store": str(data.store_path.resolve()),
+                "mlflow_run_id": self.run_id,
+                "snapshot": True,
+            }
+            out = save_pretrained(
+                self.run_dir / SNAPSHOTS / f"step_{step}",
+                state,
+                cfg=self.cfg.model,
+                dims=data.dims,
+                encoders=data.encoders,
+                pretrain_yaml=config_to_yaml(self.cfg),
+                meta=meta,
+            )
+        self.barrier()
+        return out
 
     # ---------------------------------------------------------------------------------- export
     def _consolidated_state(self, engine, total_steps: int) -> dict[str, torch.Tensor] | None:
