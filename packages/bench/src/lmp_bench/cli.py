@@ -4,6 +4,7 @@
                   [--features v_ctx+a_ctx+v_cross_a] [--tasks relationship,scene] [--seeds 3]
                   [--probe linear|mlp] [--strict] [--k K] [--out results.parquet] [--set epochs=50]
     lmp-bench transfer --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels TRANSFER_DIR [...]
+    lmp-bench curve RUN_DIR --store CLIP_STORE --labels DIR [--tasks ...] [--seeds 3]
 
 Prints the table in the paper's layout, writes a Parquet file and logs an MLflow run linked to the
 pretraining run (disable with --no-mlflow). Exit status 1 with a one-line message on bad input.
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tr)
     tr.add_argument("--tasks", default=None, help="comma-separated transfer tasks (default: all present)")
     tr.set_defaults(func=run_transfer)
+    _curve_parser(sub)
     return parser
 
 
@@ -200,6 +202,57 @@ def run_transfer(args) -> int:
             run_name="transfer",
         )
         print(f"MLflow run {run_id}" if run_id else "MLflow: not logged (tracking unavailable)")
+    return 0
+
+
+def _curve_parser(sub) -> None:
+    cv = sub.add_parser(
+        "curve", help="LVU probe on every snapshot of one pretraining run, logged to it against the step"
+    )
+    cv.add_argument("run", help="pretraining run folder (<out_dir>/<name>) or its snapshots/ folder")
+    cv.add_argument("--store", required=True, help="clip feature store (one movie per clip)")
+    cv.add_argument("--labels", required=True, help="LVU label folder")
+    cv.add_argument("--features", default=DEFAULT_FEATURES, help=f"'+'-joined (default {DEFAULT_FEATURES})")
+    cv.add_argument("--tasks", default=None, help="comma-separated LVU tasks (default: all present)")
+    cv.add_argument("--seeds", type=int, default=3, help="probe seeds 0..N-1 (default 3)")
+    cv.add_argument("--probe", choices=("linear", "mlp"), default="linear")
+    cv.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ProbeConfig overrides")
+    cv.add_argument("--k", type=int, default=None, help="eval window length (default: the model's k)")
+    cv.add_argument("--no-export", action="store_true", help="snapshots only, not the final export")
+    cv.add_argument("--out-dir", type=Path, default=None, help="probe_curve.parquet/.png (default RUN)")
+    cv.add_argument("--run-id", default="auto", help="MLflow run to log to (default: the run's own)")
+    cv.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    cv.add_argument("--tracking-uri", default=None, help="default: the run's own, else the default")
+    cv.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 leaves torch's)")
+    cv.add_argument("-v", "--verbose", action="store_true")
+    cv.set_defaults(func=run_curve)
+
+
+def run_curve(args) -> int:
+    from lmp_bench.curve import format_curve, pretrain_run_id, probe_curve
+
+    run_id = None if args.no_mlflow else args.run_id
+    df = probe_curve(
+        args.run,
+        args.store,
+        args.labels,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        features=args.features,
+        probe=probe_config(args.probe, args.set),
+        mlflow_run_id=run_id,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out_dir,
+        include_export=not args.no_export,
+        k=args.k,
+        threads=args.threads,
+    )
+    print(format_curve(df))
+    out = args.out_dir or args.run
+    print(f"\nwrote {Path(out) / 'probe_curve.parquet'}")
+    if run_id is not None:
+        rid = pretrain_run_id(args.run) if run_id == "auto" else run_id
+        print(f"MLflow run {rid}: probe/* metrics by step" if rid else "MLflow: no run recorded; not logged")
     return 0
 
 
