@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from lmp_bench.features import DEFAULT_FEATURES
@@ -97,9 +98,7 @@ def _pretrain_run(args) -> str | None:
     model = _model_arg(args.model)
     if model is None:
         return None
-    from lmp_bench.api import resolve_model
-
-    return resolve_model(model)[1].get("pretrain_run_id")
+    return _resolve_model(model)[1].get("pretrain_run_id")
 
 
 def run_lvu(args) -> int:
@@ -109,9 +108,7 @@ def run_lvu(args) -> int:
     probe = probe_config(args.probe, args.set)
     model = _model_arg(args.model)
     if model is not None:
-        from lmp_bench.api import resolve_model
-
-        model_obj, info = resolve_model(model)
+        model_obj, info = _resolve_model(model)
     else:
         model_obj, info = None, {}
     res = evaluate_lvu(
@@ -256,10 +253,35 @@ def run_curve(args) -> int:
     return 0
 
 
+class ModelError(ValueError):
+    """--model could not be resolved or loaded; the message names the value given."""
+
+
+def _resolve_model(model: str):
+    """`api.resolve_model`, its failures (unknown MLflow run, bad lmp.json, truncated weights) as one
+    `ModelError` naming --model."""
+    from lmp_bench.api import resolve_model
+
+    try:
+        return resolve_model(model)
+    except Exception as e:  # MlflowException, SafetensorError, JSONDecodeError, OSError, ...
+        raise ModelError(f"--model {model}: {type(e).__name__}: {e}") from e
+
+
+def _report(args, exc: BaseException) -> int:
+    """The one error report of every subcommand: one line, the traceback too with -v."""
+    if getattr(args, "verbose", False):
+        traceback.print_exception(exc)
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    print(f"lmp-bench {args.command}: error: {msg}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     from lmp_bench.lvu import LVUFormatError
     from lmp_bench.lvu_probe import MissingClipsError
@@ -267,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     expected: tuple[type[BaseException], ...] = (
         LVUFormatError,
         MissingClipsError,
-        FileNotFoundError,
+        OSError,
         ValueError,
+        KeyError,  # unknown --tasks name
     )
     try:
         from lmp_data import StoreError
@@ -279,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except expected as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"lmp-bench {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+        return _report(args, e)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,18 @@ def _read_split(path: Path, spec: TaskSpec) -> pl.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"LVU label file not found: {path} (expected {spec.name}/<split>.csv)")
     expected = _header(spec)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise LVUFormatError(
+            f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "LVU label files are UTF-8"
+        ) from None
     if not lines or lines[0].split() != expected:
         got = lines[0].split() if lines else []
         raise LVUFormatError(f"{path}: header {got} is not LVU's space-separated {expected}")
-    rows = []
+    rows, linenos = [], []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -119,8 +126,18 @@ def _read_split(path: Path, spec: TaskSpec) -> pl.DataFrame:
                 f"{path}:{lineno}: expected {len(expected)} space-separated fields {expected}, got {len(fields)}"
             )
         rows.append(fields)
+        linenos.append(lineno)
     raw = pl.DataFrame(rows, schema=expected, orient="row")
-    return raw
+    return raw.with_columns(pl.Series(LINE, linenos, dtype=pl.Int64))
+
+
+LINE = "_line"
+"""Column of `_read_split`'s frame: the row's line number in its file (blank lines counted), for errors."""
+
+
+def _where(raw: pl.DataFrame, i: int, path: Path) -> str:
+    """`path:line` of row `i` of a frame read by `_read_split`."""
+    return f"{path}:{raw[LINE][i]}"
 
 
 def _to_int(raw: pl.DataFrame, col: str, path: Path) -> pl.Series:
@@ -128,7 +145,7 @@ def _to_int(raw: pl.DataFrame, col: str, path: Path) -> pl.Series:
     bad = out.is_null() & raw[col].is_not_null()
     if bad.any():
         i = int(bad.arg_max())
-        raise LVUFormatError(f"{path}:{i + 2}: {col} {raw[col][i]!r} is not an integer")
+        raise LVUFormatError(f"{_where(raw, i, path)}: {col} {raw[col][i]!r} is not an integer")
     return out
 
 
@@ -139,7 +156,8 @@ def _labels(raw: pl.DataFrame, spec: TaskSpec, path: Path) -> pl.DataFrame:
         if bad.any():
             i = int(bad.arg_max())
             raise LVUFormatError(
-                f"{path}:{i + 2}: class_id {cid[i]} outside [0, {spec.n_classes}) declared for {spec.name}"
+                f"{_where(raw, i, path)}: class_id {cid[i]} outside [0, {spec.n_classes}) declared for "
+                f"{spec.name}"
             )
         return raw.with_columns(label=cid, class_id=cid)
     if spec.name == "like_ratio":
@@ -148,14 +166,16 @@ def _labels(raw: pl.DataFrame, spec: TaskSpec, path: Path) -> pl.DataFrame:
         bad = (total <= 0) | (like < 0) | (dislike < 0)
         if bad.any():
             i = int(bad.arg_max())
-            raise LVUFormatError(f"{path}:{i + 2}: like/dislike counts {like[i]}/{dislike[i]} give no ratio")
+            raise LVUFormatError(
+                f"{_where(raw, i, path)}: like/dislike counts {like[i]}/{dislike[i]} give no ratio"
+            )
         label = 10.0 * like.cast(pl.Float64) / total.cast(pl.Float64) - LIKE_RATIO_OFFSET
         return raw.with_columns(label=label, like_count=like, dislike_count=dislike)
     views = _to_int(raw, "view_count", path)
     bad = views <= 0
     if bad.any():
         i = int(bad.arg_max())
-        raise LVUFormatError(f"{path}:{i + 2}: view_count {views[i]} must be positive (log is taken)")
+        raise LVUFormatError(f"{_where(raw, i, path)}: view_count {views[i]} must be positive (log is taken)")
     label = views.cast(pl.Float64).log(math.e) - VIEW_COUNT_OFFSET
     return raw.with_columns(label=label, view_count=views)
 

@@ -90,6 +90,19 @@ class LVUResult:
         g = self.groups().filter(pl.col("method") == method)
         return dict(zip(g["group"].to_list(), g["mean"].to_list()))
 
+    def partial_groups(self) -> dict[tuple[str, str], tuple[list[str], list[str]]]:
+        """(method, group) -> (tasks averaged, tasks of the group that were not evaluated), for every
+        group average computed over only some of its tasks (e.g. task folders missing)."""
+        out = {}
+        for method in self.methods:
+            done = set(self.runs.filter(pl.col("method") == method)["task"].to_list())
+            for group in GROUPS:
+                tasks = [t for t, spec in TASKS.items() if spec.group == group]
+                present = [t for t in tasks if t in done]
+                if present and len(present) < len(tasks):
+                    out[(method, group)] = (present, [t for t in tasks if t not in done])
+        return out
+
     def table(self) -> pl.DataFrame:
         """The paper's Table 4 layout, one row per method: each task and group as "mean ± std"."""
         rows = []
@@ -123,6 +136,15 @@ class LVUResult:
                     row[GROUP_TITLES[group]] = _fmt(g["mean"][0], g["std"][0], group == "user")
             summary.append(row)
         lines += ["", "Summary (paper Tables 1-3)"] + _render(pl.DataFrame(summary))
+        partial = self.partial_groups()
+        if partial:
+            lines.append("")
+            for (method, group), (present, absent) in partial.items():
+                who = f"{method}: " if len(self.methods) > 1 else ""
+                lines.append(
+                    f"note: {who}{group.capitalize()} avg ({GROUP_TITLES[group]}) averages {', '.join(present)} "
+                    f"only; not evaluated: {', '.join(absent)} (not comparable to the paper's average)"
+                )
         if self.missing:
             lines.append("")
             lines.append(
