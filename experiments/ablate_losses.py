@@ -1,8 +1,12 @@
 """Table 1 of the paper: which pretraining losses matter.
 
-Rows: no pretraining, without L_intra, without L_inter, without L_cross, all three; each over several
-seeds. One trial = pretraining through `lmp_model.pretrain.run` (DeepSpeed engine) with the row's loss
-weights + the LVU linear probe on the exported model, tracked as one MLflow child run.
+Rows: three without pretraining (base features; the architecture frozen at its random init; the
+architecture trained from scratch on each task, the paper's row), then without L_intra, without
+L_inter, without L_cross, all three; each over several seeds. One trial = pretraining through
+`lmp_model.pretrain.run` (DeepSpeed engine) with the row's loss weights + the LVU linear probe on the
+exported model, tracked as one MLflow child run; a no-pretraining trial is the probe (or the scratch
+training) alone. Trial seed s pretrains (or initialises) with seed s and probes with seed
+s + probe.seed_offset (1000), the same probe seeds in every row.
 
     .venv/bin/python experiments/ablate_losses.py                 # default scale, demo data, ~15 min
     .venv/bin/python experiments/ablate_losses.py --scale smoke   # < 2 min
@@ -21,17 +25,23 @@ from _sweep.cli import main, select  # noqa: E402
 from _sweep.runner import Stage  # noqa: E402
 
 YES, NO = "✓", "✗"
-# slug, row label, loss weights switched off (None: no pretraining)
+# slug, row label, loss weights switched off (or the no-pretraining baseline, lmp_bench.api.NO_PRETRAIN)
+NO_PRETRAIN_ROWS = {"none-base": "base", "none-random": "random_init", "none-scratch": "scratch"}
 ROWS = [
-    ("none", "No pretraining", None),
+    ("none-base", "No pretraining: base features", None),
+    ("none-random", "No pretraining: frozen random init", None),
+    ("none-scratch", "No pretraining: scratch (supervised)", None),
     ("no-intra", "w/o L_intra", "intra"),
     ("no-inter", "w/o L_inter", "inter"),
     ("no-cross", "w/o L_cross", "cross"),
     ("full", "All three", ""),
 ]
-# The paper's Table 1 (Content ↑, Metadata ↑, User ↓), in ROWS order.
+# The paper's Table 1 (Content ↑, Metadata ↑, User ↓), in ROWS order. The paper's "no pretraining" is
+# the architecture trained from scratch per task; it has no base-feature or frozen-random rows (None).
 PAPER = {
-    "No pretraining": (44.87, 32.47, 3.19),
+    "No pretraining: base features": None,
+    "No pretraining: frozen random init": None,
+    "No pretraining: scratch (supervised)": (44.87, 32.47, 3.19),
     "w/o L_intra": (60.13, 55.92, 1.23),
     "w/o L_inter": (52.74, 44.86, 1.82),
     "w/o L_cross": (59.36, 54.71, 1.34),
@@ -49,7 +59,7 @@ def build(cfg, only):
         for seed in cfg.seeds:
             spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
             if off is None:
-                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": "random_init"}
+                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": NO_PRETRAIN_ROWS[slug]}
             else:
                 spec |= {
                     "work": "_sweep.work:pretrain_and_probe",

@@ -33,16 +33,20 @@ import ablate_seq_len  # noqa: E402
 import polars as pl  # noqa: E402
 from _sweep.config import REPO_ROOT, load_sweep_config, repo_path  # noqa: E402
 
+NO_PRETRAIN_ROWS = [label for slug, label, off in ablate_losses.ROWS if off is None]
+SCRATCH = "No pretraining: scratch (supervised)"
 GROUPS = (("content", "Content ↑", 1), ("metadata", "Metadata ↑", 1), ("user", "User ↓", -1))
 TABLES = {
     "losses": {
         "script": "ablate_losses.py",
         "title": "Table 1. Pretraining losses",
         "paper": ablate_losses.PAPER,
-        # the paper's ordering, best first: full > each removed loss > no pretraining
+        # the paper's ordering, best first: full > each removed loss > no pretraining (the paper's row:
+        # scratch), and full above every no-pretraining row (base features, frozen random init too)
         "pairs": [("All three", v) for v in ("w/o L_intra", "w/o L_inter", "w/o L_cross")]
-        + [(v, "No pretraining") for v in ("w/o L_intra", "w/o L_inter", "w/o L_cross")],
-        "claim": "full > each removed loss > no pretraining",
+        + [(v, SCRATCH) for v in ("w/o L_intra", "w/o L_inter", "w/o L_cross")]
+        + [("All three", v) for v in NO_PRETRAIN_ROWS],
+        "claim": "full > each removed loss > no pretraining (scratch); full > every no-pretraining row",
     },
     "seq_len": {
         "script": "ablate_seq_len.py",
@@ -126,11 +130,8 @@ def render_table(table: str, summary: pl.DataFrame, sweep_dir: Path) -> str:
                 d = 3 if g == "user" else 2
                 ours.append(f"{r[f'{g}_mean']:.{d}f} ± {r[f'{g}_std']:.{d}f}")
         seeds = f"{r['seeds_ok']}/{r['seeds']}" if r is not None else "0"
-        lines.append(
-            f"| {variant} | "
-            + " | ".join(ours)
-            + f" | {paper[0]:.2f} | {paper[1]:.2f} | {paper[2]:.2f} | {seeds} |"
-        )
+        theirs = " | ".join(f"{v:.2f}" for v in paper) if paper is not None else "— | — | —"
+        lines.append(f"| {variant} | " + " | ".join(ours) + f" | {theirs} | {seeds} |")
     lines += ["", verdict(table, rows), ""]
     lines.append(f"Sweep folder `{sweep_dir.relative_to(REPO_ROOT) if sweep_dir.is_relative_to(REPO_ROOT) else sweep_dir}`; "
                  f"MLflow parent run `{_parent(sweep_dir)}` (its `results/` artifacts hold the per-trial table "

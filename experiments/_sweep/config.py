@@ -60,6 +60,12 @@ class ProbeConfig:
     tasks: list[str] | None = None  # None: all LVU tasks present in the labels
     features: list[str] = field(default_factory=lambda: ["v_ctx", "a_ctx", "v_cross_a"])
     overrides: dict = field(default_factory=dict)  # extra keyword arguments of evaluate_lvu
+    seed_offset: int = 1000
+    """Probe seed of a trial = its (pretraining) seed + seed_offset: the probe's randomness (head init,
+    mini-batch order) is independent of pretraining's, and rows without pretraining use the same probe
+    seeds as pretrained rows, so rows compare seed by seed."""
+    scratch: dict = field(default_factory=dict)
+    """Overrides of lmp_bench.scratch.ScratchConfig for the "scratch (supervised)" row (e.g. epochs)."""
     transfer: bool = False  # also run lmp_bench.evaluate_transfer (cheap tasks only)
 
 

@@ -6,10 +6,15 @@ and writes into the trial's own attempt folder. Its MLflow run *is* the trial's 
 under the sweep's parent through `mlflow.parent_run_id`): per-step losses, params and the exported
 weights (artifact `export/`) come from the pretraining code; the probe metrics are added to it.
 
-"No pretraining" (Table 1, first row) is ambiguous under a linear-probe protocol: the paper trains the
-model from scratch on each task. `no_pretrain` in the trial spec chooses: "random_init" (default) probes
-the same features of the same architecture, frozen at its random initialisation; "base" probes the
-base features v_base + a_base.
+"No pretraining" rows (Table 1): `no_pretrain` in the trial spec names one of lmp_bench's baselines
+(`lmp_bench.api.NO_PRETRAIN`), built by lmp_bench for the pretraining config's architecture and k:
+"random_init" (default) probes the architecture frozen at its random initialisation (seeded by the
+trial's seed), "base" probes the base features v_base + a_base, "scratch" trains the architecture from
+scratch on each task (the paper's row, `lmp_bench.scratch`).
+
+Seeds: a trial's `seed` is its pretraining seed (and the random initialisation of a no-pretraining
+model); its probe seed is `probe_seed(ctx)` = seed + `probe.seed_offset` (default 1000), so probe
+and pretraining randomness are independent, and every row of a table uses the same probe seeds.
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ def _pretrain(ctx: TrialContext):
     return result
 
 
+def probe_seed(ctx: TrialContext) -> int:
+    """The trial's probe seed: its pretraining seed + `probe.seed_offset` (the spec may set its own)."""
+    if ctx.spec.get("probe_seed") is not None:
+        return int(ctx.spec["probe_seed"])
+    return int(ctx.spec["seed"]) + int(ctx.sweep["probe"].get("seed_offset", 1000))
+
+
 def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, float]:
     """LVU linear probes on the frozen model's time-averaged features; group averages + per task."""
     from lmp_bench import evaluate_lvu
@@ -67,7 +79,7 @@ def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, flo
         data["labels"],
         features=features,
         tasks=probe.get("tasks"),
-        seeds=[int(ctx.spec["seed"])],
+        seeds=[probe_seed(ctx)],
         threads=max(1, int(ctx.sweep.get("cpus_per_trial") or 1)),
         **{**kw, **(probe.get("overrides") or {})},
     )
@@ -83,9 +95,9 @@ def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, flo
     return out
 
 
-def _log_probe(metrics: dict[str, float], features: list[str]) -> None:
+def _log_probe(ctx: TrialContext, metrics: dict[str, float], features: list[str]) -> None:
     mlflow.log_metrics({f"probe/{k}": v for k, v in metrics.items()})
-    mlflow.log_param("probe.features", "+".join(features))
+    mlflow.log_params({"probe.features": "+".join(features), "probe.seed": probe_seed(ctx)})
 
 
 def pretrain_and_probe(ctx: TrialContext) -> dict[str, Any]:
@@ -98,7 +110,7 @@ def pretrain_and_probe(ctx: TrialContext) -> dict[str, Any]:
         ctx.maybe_fail("probe")
         model = load_pretrained(result.export_dir)
         metrics = _probe(ctx, model, features)
-        _log_probe(metrics, features)
+        _log_probe(ctx, metrics, features)
     return {**metrics, "child_run_id": run.info.run_id, "export_dir": str(result.export_dir)}
 
 
@@ -110,16 +122,28 @@ def pretrain_only(ctx: TrialContext) -> dict[str, Any]:
     return {"child_run_id": run.info.run_id, "export_dir": str(result.export_dir)}
 
 
-def _random_init_model(ctx: TrialContext):
-    """The pretraining config's architecture at its seeded random initialisation, frozen; and its k."""
-    from lmp_bench.api import open_store, random_model
+def _no_pretrain_kw(ctx: TrialContext, mode: str) -> dict[str, Any]:
+    """evaluate_lvu's arguments for a no-pretraining row: the pretraining config's architecture and k,
+    initialised with the trial's seed (lmp_bench builds the model: `lmp_bench.api.random_model`)."""
+    from omegaconf import OmegaConf
+
+    from lmp_bench.api import NO_PRETRAIN
+    from lmp_bench.scratch import ScratchConfig
     from lmp_model.pretrain import load_pretrain_config
 
     cfg = load_pretrain_config(ctx.sweep["pretrain_config"], [*ctx.sweep["pretrain_overrides"]])
-    store = open_store(ctx.sweep["data"]["eval_store"])
-    model = random_model(store, cfg.model, seed=int(ctx.spec["seed"]))
-    model.encoders = store.encoders
-    return model, cfg.data.k
+    kw: dict[str, Any] = {
+        "no_pretrain": mode,
+        "method": NO_PRETRAIN[mode],
+        "model_config": cfg.model,
+        "k": cfg.data.k,
+        "init_seed": int(ctx.spec["seed"]),
+    }
+    if mode == "scratch":
+        sc = OmegaConf.merge(OmegaConf.structured(ScratchConfig), ctx.sweep["probe"].get("scratch") or {})
+        kw["scratch"] = OmegaConf.to_object(sc)
+        kw["scratch"].threads = max(1, int(ctx.sweep.get("cpus_per_trial") or 1))
+    return kw
 
 
 def probe_only(ctx: TrialContext) -> dict[str, Any]:
@@ -136,15 +160,14 @@ def probe_only(ctx: TrialContext) -> dict[str, Any]:
             model = load_pretrained(ctx.spec["from_export"])
         else:
             mode = ctx.spec.get("no_pretrain", "random_init")
-            if mode not in ("random_init", "base"):
+            if mode not in ("random_init", "base", "scratch"):
                 raise ValueError(
-                    f"trial {ctx.key}: no_pretrain must be 'random_init' or 'base', got {mode!r}"
+                    f"trial {ctx.key}: no_pretrain must be 'random_init', 'base' or 'scratch', got {mode!r}"
                 )
             mlflow.log_param("no_pretrain", mode)
+            model, kw = None, _no_pretrain_kw(ctx, mode)
             if mode == "base":
-                model, features, kw = None, ["v_base", "a_base"], {"method": "no pretraining: base features"}
-            else:
-                model, kw["k"] = _random_init_model(ctx)
+                features = ["v_base", "a_base"]
         metrics = _probe(ctx, model, features, **kw)
-        _log_probe(metrics, features)
+        _log_probe(ctx, metrics, features)
     return {**metrics, "child_run_id": run.info.run_id}

@@ -151,9 +151,9 @@ def test_cli_model_none_gives_two_baselines(tiny_bench, tiny_cfg, tmp_path, caps
     )
     text = capsys.readouterr().out
     assert rc == 0
-    assert "no pretraining: base features" in text and "no pretraining: random init" in text
+    assert "no pretraining: base features" in text and "no pretraining: frozen random init" in text
     df = pl.read_parquet(tmp_path / "x.parquet")
-    assert set(df["method"]) == {"no pretraining: base features", "no pretraining: random init"}
+    assert set(df["method"]) == {"no pretraining: base features", "no pretraining: frozen random init"}
     assert df.filter(pl.col("method") == "no pretraining: base features")["features"][0] == "v_base+a_base"
 
 

@@ -1,7 +1,7 @@
 """Shared fixture of the sweep tests: one finished smoke sweep (Table 1) in a private MLflow store.
 
 It runs the real script (`experiments/ablate_losses.py --scale smoke`): local Ray, DeepSpeed
-pretraining, LVU probes, an MLflow parent run and child runs. The "none" trial is made to fail once
+pretraining, LVU probes, an MLflow parent run and child runs. The "none-random" trial is made to fail once
 (the failure-injection hook), so its retry is part of the same sweep.
 """
 
@@ -38,7 +38,8 @@ class SmokeSweep:
 def smoke_sweep(tmp_path_factory) -> SmokeSweep:
     root = tmp_path_factory.mktemp("smoke_sweep")
     proc = run_script(
-        "ablate_losses.py", [*sweep_args(root, "smoke-losses"), "inject_failures=[{match: none, times: 1}]"]
+        "ablate_losses.py",
+        [*sweep_args(root, "smoke-losses"), "inject_failures=[{match: none-random, times: 1}]"],
     )
     (root / "stdout.txt").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:

@@ -11,7 +11,15 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-KEYS = ["none-s0", "no-intra-s0", "no-inter-s0", "no-cross-s0", "full-s0"]
+KEYS = [
+    "none-base-s0",
+    "none-random-s0",
+    "none-scratch-s0",
+    "no-intra-s0",
+    "no-inter-s0",
+    "no-cross-s0",
+    "full-s0",
+]
 
 
 def test_smoke_sweep_table(smoke_sweep):
@@ -21,20 +29,22 @@ def test_smoke_sweep_table(smoke_sweep):
     res = smoke_sweep.sweep_dir / "results"
     summary = pl.read_parquet(res / "table.parquet")
     assert summary["variant"].to_list() == [
-        "No pretraining",
+        "No pretraining: base features",
+        "No pretraining: frozen random init",
+        "No pretraining: scratch (supervised)",
         "w/o L_intra",
         "w/o L_inter",
         "w/o L_cross",
         "All three",
     ]
-    assert summary["status"].to_list() == ["ok"] * 5
-    assert summary.row(0, named=True)["Pretrain"] == "✗" and summary.row(2, named=True)["L_inter"] == "✗"
+    assert summary["status"].to_list() == ["ok"] * 7
+    assert summary.row(0, named=True)["Pretrain"] == "✗" and summary.row(4, named=True)["L_inter"] == "✗"
     for g in ("content", "metadata"):
         assert all(0.0 <= v <= 100.0 for v in summary[f"{g}_mean"].to_list()), summary
     assert all(math.isfinite(v) and v >= 0 for v in summary["user_mean"].to_list())
     trials = pl.read_parquet(res / "trials.parquet")
     assert trials["key"].to_list() == KEYS
-    assert dict(zip(trials["key"], trials["attempts"]))["none-s0"] == 2  # failed once, retried
+    assert dict(zip(trials["key"], trials["attempts"]))["none-random-s0"] == 2  # failed once, retried
     assert all(trials["git_commit"].str.len_chars() >= 40)
     md = (res / "table.md").read_text()
     for run_id in trials["child_run_id"].to_list():
@@ -54,7 +64,7 @@ def test_smoke_sweep_mlflow_runs(smoke_sweep):
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     finished = {r.data.tags["lmp.trial"]: r for r in children if r.info.status == "FINISHED"}
     failed = [r.data.tags["lmp.trial"] for r in children if r.info.status == "FAILED"]
-    assert sorted(finished) == sorted(KEYS) and failed == ["none-s0"]
+    assert sorted(finished) == sorted(KEYS) and failed == ["none-random-s0"]
     trials = pl.read_parquet(smoke_sweep.sweep_dir / "results" / "trials.parquet")
     assert set(trials["child_run_id"]) == {r.info.run_id for r in finished.values()}
 
@@ -67,6 +77,7 @@ def test_smoke_sweep_mlflow_runs(smoke_sweep):
     for key in KEYS:
         m = finished[key].data.metrics
         assert {"probe/content", "probe/metadata", "probe/user"} <= set(m), (key, m)
+        assert finished[key].data.params["probe.seed"] == "1000"  # seed 0 + probe.seed_offset
     # the trial's exported weights are an artifact of its child run; DeepSpeed wrote its checkpoint
     export = {a.path for a in client.list_artifacts(finished["full-s0"].info.run_id, "export")}
     assert any(p.endswith(".safetensors") for p in export), export

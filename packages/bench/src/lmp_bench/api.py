@@ -3,9 +3,17 @@
 `evaluate_lvu(model, eval_store, labels_dir, ...)` runs the paper's LVU protocol: encode every clip of
 the clip store with the frozen model, time-average, concatenate the chosen features, train one probe
 per task and seed on the train split (best epoch on val), score on test. With `model=None` it gives
-the two no-pretraining baselines of Table 1's first row: the base features alone (no model), and a
-frozen, randomly initialised LMP (the paper trains that model from scratch on each task instead; a
-frozen random encoder + the same probe is the cheap, protocol-consistent variant used here).
+the no-pretraining baselines of Table 1 (`no_pretrain`, labelled rows, `NO_PRETRAIN`):
+
+- "base": the base features alone (v_base + a_base, no model);
+- "random_init": the architecture at its random initialisation, frozen, probed like a pretrained model;
+- "scratch": the paper's row, the architecture trained from scratch on each task (`lmp_bench.scratch`).
+
+`random_model` is the one way the no-pretraining models are built (the sweeps use it too).
+
+Eval window length k: the caller's `k`, else the model's pretraining k (`pretrained_meta["k"]`, which
+`lmp_model.export` records and `load_pretrained` restores; in-memory models built by `random_model`
+carry theirs), else 30 with a warning (old exports that record none).
 """
 
 from __future__ import annotations
@@ -32,6 +40,13 @@ from lmp_bench.lvu_probe import probe_lvu
 from lmp_bench.probe import ProbeConfig
 from lmp_bench.results import LVUResult
 
+NO_PRETRAIN = {
+    "base": "no pretraining: base features",
+    "random_init": "no pretraining: frozen random init",
+    "scratch": "no pretraining: scratch (supervised)",
+}
+"""The no-pretraining baselines (`evaluate_lvu(None, no_pretrain=...)`) and their row labels."""
+
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 30  # the paper's window length, used when the model does not record its own
@@ -48,7 +63,7 @@ def resolve_model(model: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(LMP, info) from an LMP, an export folder, "runs:/<id>[/path]" or a bare run id.
 
     info: `source` (what was given), `pretrain_run_id` (the MLflow run that produced the weights, when
-    known) and `k` (the pretraining window length from the export's pretrain.yaml, when known).
+    known) and `k` (the pretraining window length the export records, when known).
     """
     if isinstance(model, torch.nn.Module):
         meta = getattr(model, "pretrained_meta", None) or {}
@@ -57,7 +72,7 @@ def resolve_model(model: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
             "pretrain_run_id": meta.get("mlflow_run_id"),
             "k": meta.get("k"),
         }
-    from lmp_model.export import PRETRAIN_FILE, load_pretrained, resolve_pretrained
+    from lmp_model.export import load_pretrained, resolve_pretrained
 
     folder = resolve_pretrained(str(model))
     m = load_pretrained(folder)
@@ -66,23 +81,27 @@ def resolve_model(model: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     s = str(model)
     if info["pretrain_run_id"] is None and len(s) == 32 and all(c in "0123456789abcdef" for c in s):
         info["pretrain_run_id"] = s
-    yaml = Path(folder) / PRETRAIN_FILE
-    if info["k"] is None and yaml.is_file():
-        from omegaconf import OmegaConf
-
-        k = OmegaConf.select(OmegaConf.load(yaml), "data.k", default=None)
-        info["k"] = int(k) if k is not None else None
     return m, info
 
 
-def random_model(store, model_config=None, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised, frozen LMP for `store`'s dims (Table 1's no-pretraining row)."""
+def random_model(store, model_config=None, seed: int = 0, k: int | None = None) -> torch.nn.Module:
+    """The architecture (`model_config`, default `ModelConfig()`) at its seeded random initialisation,
+    for `store`'s dims, in eval mode: the model of the "random_init" and "scratch" baselines.
+
+    It carries `.encoders` (the store's, so encoder checks pass) and `.pretrained_meta` with `k` (the
+    window length it is meant to be probed with; default 30 capped at max_shots) and `init_seed`.
+    """
     from lmp_model.config import ModelConfig
     from lmp_model.model import LMP
 
+    st = open_store(store)
+    cfg = model_config or ModelConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        m = LMP(model_config or ModelConfig(), dict(open_store(store).dims))
+        m = LMP(cfg, dict(st.dims))
+    m.encoders = getattr(st, "encoders", None)
+    kk = int(k) if k is not None else min(DEFAULT_K, int(cfg.max_shots))
+    m.pretrained_meta = {"k": kk, "init_seed": int(seed), "pretrained": False}
     return m.eval()
 
 
@@ -142,6 +161,9 @@ def evaluate_lvu(
     strict: bool = False,
     model_config=None,
     method: str | None = None,
+    no_pretrain: str | Sequence[str] = ("base", "random_init"),
+    init_seed: int | None = None,
+    scratch=None,
 ) -> LVUResult:
     """The LVU protocol; see the module docstring. Returns per-task per-seed scores (`LVUResult`).
 
@@ -150,8 +172,14 @@ def evaluate_lvu(
     features: "v_ctx+a_ctx+v_cross_a" or a list; tasks: names, "a,b", or None (all present).
     seeds: a count (0..n-1) or explicit seeds; probe: "linear", "mlp" or a `ProbeConfig`.
     k / stride: eval window length (default: the model's pretraining k if recorded, else 30; capped
-    at the model's max_shots) and stride (default k). model_config: the architecture of the random
-    baseline (default `ModelConfig()`). strict: labelled clips missing from the store are an error.
+    at the model's max_shots) and stride (default k). strict: labelled clips missing from the store are
+    an error. method: the row label (default "LMP"; no-pretraining rows: `NO_PRETRAIN`).
+
+    With model=None: `no_pretrain` names the baselines ("base", "random_init", "scratch", or several;
+    default the two cheap ones), `model_config` their architecture (default `ModelConfig()`),
+    `init_seed` the seed of its random initialisation (None: 0 for "random_init", each probe seed for
+    "scratch"), `scratch` a `lmp_bench.scratch.ScratchConfig`. The "scratch" result carries the
+    per-epoch `history`.
     """
     names = parse_features(features)
     store = open_store(eval_store)
@@ -159,12 +187,46 @@ def evaluate_lvu(
     pcfg = _probe_cfg(probe)
     common = dict(labels_dir=labels_dir, tasks=task_list, seeds=seeds, probe=pcfg, strict=strict)
     if model is None:
-        base_names = tuple(n for n in names if n in BASE_FEATURES) or BASE_FEATURES
-        results = [_run(base_features(store), base_names, method="no pretraining: base features", **common)]
-        rnd = random_model(store, model_config)
-        kk = _window_k(rnd, k, None)
-        feats = encode_clips(rnd, store, k=kk, stride=stride, batch_size=batch_size, threads=threads)
-        results.append(_run(feats, names, method="no pretraining: random init", **common))
+        modes = [no_pretrain] if isinstance(no_pretrain, str) else list(no_pretrain)
+        bad = [m for m in modes if m not in NO_PRETRAIN]
+        if bad or not modes:
+            raise ValueError(f"no_pretrain: expected some of {list(NO_PRETRAIN)}, got {modes}")
+        results = []
+        for mode in modes:
+            label = method if (method and len(modes) == 1) else NO_PRETRAIN[mode]
+            if mode == "base":
+                base_names = tuple(n for n in names if n in BASE_FEATURES) or BASE_FEATURES
+                results.append(_run(base_features(store), base_names, method=label, **common))
+            elif mode == "random_init":
+                rnd = random_model(store, model_config, seed=init_seed or 0, k=k)
+                feats = encode_clips(
+                    rnd, store, k=_window_k(rnd, k, None), stride=stride, batch_size=batch_size,
+                    threads=threads, features=names,
+                )  # fmt: skip
+                results.append(_run(feats, names, method=label, **common))
+            else:
+                from lmp_bench.scratch import ScratchConfig, scratch_lvu
+
+                kk = (
+                    k if k is not None else min(DEFAULT_K, int(getattr(model_config, "max_shots", DEFAULT_K)))
+                )
+                results.append(
+                    scratch_lvu(
+                        store,
+                        labels_dir,
+                        names,
+                        model_config,
+                        task_list,
+                        seeds,
+                        pcfg,
+                        scratch or ScratchConfig(threads=threads),
+                        k=kk,
+                        stride=stride,
+                        init_seed=init_seed,
+                        strict=strict,
+                        method=label,
+                    )
+                )
         return LVUResult.concat(results)
     lmp, info = resolve_model(model)
     from lmp_model.export import check_store_encoders
@@ -174,15 +236,25 @@ def evaluate_lvu(
     if all(n in BASE_FEATURES for n in names):
         feats = base_features(store)
     else:
-        feats = encode_clips(lmp, store, k=kk, stride=stride, batch_size=batch_size, threads=threads)
+        feats = encode_clips(
+            lmp, store, k=kk, stride=stride, batch_size=batch_size, threads=threads, features=names
+        )
     return _run(feats, names, method=method or "LMP", **common)
 
 
-def _window_k(model, k: int | None, recorded: int | None) -> int:
-    max_shots = int(getattr(getattr(model, "cfg", None), "max_shots", 10**9))
+def _window_k(model, k: int | None, recorded: int | None = None) -> int:
+    """The eval window length: `k` if given, else the model's recorded pretraining k, else 30 (warned)."""
     if k is not None:
         return int(k)
-    return int(min(recorded or DEFAULT_K, max_shots))
+    meta = getattr(model, "pretrained_meta", None) or {}
+    rec = recorded if recorded is not None else meta.get("k")
+    max_shots = int(getattr(getattr(model, "cfg", None), "max_shots", 10**9))
+    if rec is None:
+        log.warning(
+            "the model records no pretraining window length k (an old export?); probing with k=%d", DEFAULT_K
+        )
+        rec = DEFAULT_K
+    return int(min(int(rec), max_shots))
 
 
 def features_matrix(
@@ -195,5 +267,6 @@ def features_matrix(
         f = base_features(store)
     else:
         lmp, info = resolve_model(model)
-        f = encode_clips(lmp, store, k=_window_k(lmp, kw.pop("k", None), info.get("k")), **kw)
+        kk = _window_k(lmp, kw.pop("k", None), info.get("k"))
+        f = encode_clips(lmp, store, k=kk, features=names, **kw)
     return f.clip_ids, f.combine(names)

@@ -1,6 +1,6 @@
 """`lmp-bench`: evaluate a pretrained LMP on LVU (linear probes) and on the transfer tasks.
 
-    lmp-bench lvu --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels DIR
+    lmp-bench lvu --model RUN_ID_OR_PATH|none|scratch --store CLIP_STORE --labels DIR
                   [--features v_ctx+a_ctx+v_cross_a] [--tasks relationship,scene] [--seeds 3]
                   [--probe linear|mlp] [--strict] [--k K] [--out results.parquet] [--set epochs=50]
     lmp-bench transfer --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels TRANSFER_DIR [...]
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     lvu.add_argument(
         "--strict", action="store_true", help="labelled clips missing from the store are an error"
     )
+    lvu.add_argument(
+        "--scratch-epochs", type=int, default=2, help="--model scratch: end-to-end epochs (lmp_bench.scratch)"
+    )
     lvu.set_defaults(func=run_lvu)
     tr = sub.add_parser("transfer", help="transfer tasks: AVE attributes, ordering, next shot, retrieval")
     _common(tr)
@@ -107,10 +110,19 @@ def run_lvu(args) -> int:
 
     probe = probe_config(args.probe, args.set)
     model = _model_arg(args.model)
-    if model is not None:
+    scratch = model is not None and model.lower() == "scratch" and not Path(model).exists()
+    if model is not None and not scratch:
         model_obj, info = _resolve_model(model)
     else:
-        model_obj, info = None, {}
+        model, model_obj, info = None, None, {}
+    extra = {}
+    if scratch:  # the paper's no-pretraining row: the architecture trained from scratch per task
+        from lmp_bench.scratch import ScratchConfig
+
+        extra = {
+            "no_pretrain": "scratch",
+            "scratch": ScratchConfig(epochs=args.scratch_epochs, threads=args.threads),
+        }
     res = evaluate_lvu(
         model_obj,
         args.store,
@@ -125,6 +137,7 @@ def run_lvu(args) -> int:
         threads=args.threads,
         strict=args.strict,
         model_config=_model_config(args),
+        **extra,
     )
     text = res.format()
     print(text)

@@ -27,6 +27,58 @@ class MissingClipsError(KeyError):
     """Raised under `strict=True` when labelled clips are absent from the features."""
 
 
+def task_splits(
+    labels_dir: str | Path, task: str, have_ids, strict: bool = False
+) -> tuple[dict[str, pl.DataFrame], int, str | None]:
+    """({train, val, test}: labels of clips in `have_ids`, labelled clips missing, why skipped or None).
+
+    Labelled clips absent from `have_ids` are counted and logged (an error under `strict`); a task with
+    an empty split is skipped with the reason.
+    """
+    labels = load_task(labels_dir, task)
+    have = labels["clip_id"].is_in(list(have_ids))
+    n_missing = int((~have).sum())
+    if n_missing:
+        absent = labels.filter(~have)["clip_id"].head(5).to_list()
+        msg = f"LVU {task}: {n_missing} of {labels.height} labelled clips not in the store (e.g. {absent})"
+        if strict:
+            raise MissingClipsError(msg)
+        log.warning(msg)
+    labels = labels.filter(have)
+    split = {s: labels.filter(pl.col("split") == s) for s in ("train", "val", "test")}
+    empty = [s for s, df in split.items() if df.height == 0]
+    if empty:
+        why = f"no clips with features in split(s) {empty}"
+        log.warning("LVU %s skipped: %s", task, why)
+        return split, n_missing, why
+    return split, n_missing, None
+
+
+def result_row(task: str, seed: int, pred, y_test, val_score: float, best_epoch: int, split) -> dict:
+    """One `RUN_SCHEMA` row (without method and features): test score, the selection score on val.
+
+    `val_score` is the selection score (accuracy in [0, 1], or minus the MSE); reported as accuracy in %
+    or as MSE, like the test value.
+    """
+    spec = task_spec(task)
+    if spec.kind == "classification":
+        value, val = 100.0 * metrics.accuracy(pred, y_test), 100.0 * val_score
+    else:
+        value, val = metrics.mse(pred, y_test), -val_score
+    return {
+        "task": task,
+        "group": spec.group,
+        "metric": spec.metric,
+        "seed": int(seed),
+        "value": float(value),
+        "val_score": float(val),
+        "best_epoch": int(best_epoch),
+        "n_train": split["train"].height,
+        "n_val": split["val"].height,
+        "n_test": split["test"].height,
+    }
+
+
 def probe_lvu(
     clip_ids: Sequence[str],
     x: np.ndarray,
@@ -50,48 +102,18 @@ def probe_lvu(
     rows, missing, skipped = [], {}, {}
     for task in parse_tasks(tasks):
         spec = task_spec(task)
-        labels = load_task(labels_dir, task)
-        have = labels["clip_id"].is_in(list(row_of))
-        missing[task] = int((~have).sum())
-        if missing[task]:
-            absent = labels.filter(~have)["clip_id"].head(5).to_list()
-            msg = f"LVU {task}: {missing[task]} of {labels.height} labelled clips not in the store (e.g. {absent})"
-            if strict:
-                raise MissingClipsError(msg)
-            log.warning(msg)
-        labels = labels.filter(have)
-        split = {s: labels.filter(pl.col("split") == s) for s in ("train", "val", "test")}
-        empty = [s for s, df in split.items() if df.height == 0]
-        if empty:
-            skipped[task] = f"no clips with features in split(s) {empty}"
-            log.warning("LVU %s skipped: %s", task, skipped[task])
+        split, missing[task], why = task_splits(labels_dir, task, row_of, strict)
+        if why:
+            skipped[task] = why
             continue
         xs = {s: x[[row_of[c] for c in df["clip_id"]]] for s, df in split.items()}
         ys = {s: df["label"].to_numpy() for s, df in split.items()}
-        kind = spec.kind
         for seed in seed_list:
-            p = fit_probe(xs["train"], ys["train"], xs["val"], ys["val"], kind, spec.n_classes, probe, seed)
-            pred = p.predict(xs["test"])
-            if kind == "classification":
-                value = 100.0 * metrics.accuracy(pred, ys["test"])
-                val = 100.0 * p.val_score
-            else:
-                value = metrics.mse(pred, ys["test"])
-                val = -p.val_score
+            p = fit_probe(
+                xs["train"], ys["train"], xs["val"], ys["val"], spec.kind, spec.n_classes, probe, seed
+            )
             rows.append(
-                {
-                    "method": method,
-                    "features": features,
-                    "task": task,
-                    "group": spec.group,
-                    "metric": spec.metric,
-                    "seed": int(seed),
-                    "value": float(value),
-                    "val_score": float(val),
-                    "best_epoch": int(p.best_epoch),
-                    "n_train": split["train"].height,
-                    "n_val": split["val"].height,
-                    "n_test": split["test"].height,
-                }
+                result_row(task, seed, p.predict(xs["test"]), ys["test"], p.val_score, p.best_epoch, split)
+                | {"method": method, "features": features}
             )
     return LVUResult(pl.DataFrame(rows, schema=RUN_SCHEMA), missing, skipped)

@@ -51,6 +51,7 @@ class LVUResult:
     missing: dict[str, int] = field(default_factory=dict)  # task -> labelled clips absent from the store
     skipped: dict[str, str] = field(default_factory=dict)  # task -> why it was not scored
     failed: dict[str, str] = field(default_factory=dict)  # clip -> why it has no features (unreadable, NaN)
+    history: pl.DataFrame | None = None  # per-epoch training curves of trained rows (lmp_bench.scratch)
 
     @property
     def methods(self) -> list[str]:
@@ -176,7 +177,14 @@ class LVUResult:
             for t, n in r.missing.items():
                 missing[t] = max(missing.get(t, 0), n)
             skipped.update(r.skipped)
-        return LVUResult(pl.concat([r.runs for r in results], how="vertical"), missing, skipped, failed)
+        hist = [r.history for r in results if r.history is not None]
+        return LVUResult(
+            pl.concat([r.runs for r in results], how="vertical"),
+            missing,
+            skipped,
+            failed,
+            pl.concat(hist, how="vertical") if hist else None,
+        )
 
 
 def _fmt(mean: float, std: float, regression: bool) -> str:

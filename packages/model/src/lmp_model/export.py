@@ -4,6 +4,11 @@ A pretrained folder holds
 - `model.safetensors`: consolidated fp32 weights (the module's state_dict),
 - `lmp.json`: format, model config, base feature dims, the store's encoders, pretrain meta,
 - `pretrain.yaml` (optional): the resolved pretraining config that produced it.
+
+The meta records the pretraining window length `k` and the whole `data` section of the pretraining
+config whenever `save_pretrained` is given the pretraining config (`pretrain_yaml`), so evaluation can
+probe with the model's own k (`lmp_bench`); `load_pretrained` fills `k` from `pretrain.yaml` for older
+exports whose meta lacks it. A model with no recorded k (no meta, no pretrain.yaml) has `meta["k"]` unset.
 `load_pretrained` also takes an MLflow run: "runs:/<run id>" (its `export/` artifact folder),
 "runs:/<run id>/<artifact path>", or a bare 32-hex run id.
 """
@@ -72,7 +77,7 @@ def save_pretrained(
         "model": model_config_to_dict(cfg),
         "dims": {m: int(d) for m, d in dims.items()},
         "encoders": dict(encoders) if encoders is not None else None,
-        "meta": dict(meta or {}),
+        "meta": _with_data_meta(dict(meta or {}), pretrain_yaml),
     }
     tmp = out.parent / f".tmp-{out.name}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -92,6 +97,26 @@ def save_pretrained(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _data_section(pretrain_yaml: str | None) -> dict[str, Any] | None:
+    """The `data:` section of a pretraining config's YAML text, as a plain dict (None: none there)."""
+    if not pretrain_yaml:
+        return None
+    data = OmegaConf.select(OmegaConf.create(pretrain_yaml), "data", default=None)
+    if data is None or not OmegaConf.is_dict(data):
+        return None
+    return OmegaConf.to_container(data, resolve=True)
+
+
+def _with_data_meta(meta: dict[str, Any], pretrain_yaml: str | None) -> dict[str, Any]:
+    """`meta` plus `k` and `data` from the pretraining config (keys already in `meta` win)."""
+    data = _data_section(pretrain_yaml)
+    if data is not None:
+        meta.setdefault("data", data)
+        if data.get("k") is not None:
+            meta.setdefault("k", int(data["k"]))
+    return meta
 
 
 def resolve_pretrained(path: str | os.PathLike, tracking_uri: str | None = None) -> Path:
@@ -131,7 +156,8 @@ def load_pretrained(
 ) -> LMP:
     """An `LMP` with the exported weights (eval mode). `path`: folder, "runs:/<id>[/path]" or run id.
 
-    The returned model carries `.encoders` (the store's encoders it was trained on) and `.pretrained_meta`.
+    The returned model carries `.encoders` (the store's encoders it was trained on) and `.pretrained_meta`
+    (the export's meta; `k` and `data` filled from `pretrain.yaml` when the meta lacks them).
     """
     from safetensors.torch import load_file
 
@@ -153,7 +179,11 @@ def load_pretrained(
         )
     model.to(map_location).eval()
     model.encoders = info.get("encoders")
-    model.pretrained_meta = info.get("meta", {})
+    meta = dict(info.get("meta") or {})
+    yaml = folder / PRETRAIN_FILE
+    if ("k" not in meta or "data" not in meta) and yaml.is_file():
+        meta = _with_data_meta(meta, yaml.read_text())
+    model.pretrained_meta = meta
     return model
 
 
