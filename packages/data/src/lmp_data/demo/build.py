@@ -7,10 +7,13 @@ Layout of OUT (see docs/demo_benchmark.md)::
     OUT/eval.zarr/                FeatureStore: clips clip00000... cut from held-out movies
     OUT/lvu/{task}/{split}.csv    LVU-format labels for the nine tasks
     OUT/transfer/                 shot_attributes.parquet, descriptions.npz, README.md
-    OUT/truth/                    clips.parquet (every label of every clip), clip_latents.npz (oracle)
+    OUT/truth/                    clips.parquet (every label of every clip), clip_latents.npz and
+                                  clip_setups.npz (the true content latent and setup sequences, for oracles)
 
 Everything is written into a sibling temporary folder and renamed to OUT at the end, so OUT is either
-absent or a complete demo; `demo.json` inside it is what marks a complete build.
+absent or a complete demo; `demo.json` inside it is what marks a complete build. A complete demo built by
+an older generator (`demo.json` format version or config `generator_version` below the current ones) is
+stale: it is rebuilt and replaced, never reused, and never refused.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import DemoConfig
+from .config import GENERATOR_VERSION, DemoConfig
 from .generate import CAMERA_MOTIONS, SHOT_SIZES, Demo, generate
 from .labels import write_lvu
 
-FORMAT, VERSION = "lmp-demo", 1
+FORMAT, VERSION = "lmp-demo", 2
+"""VERSION 2: generator version 2 (setups); adds truth/clip_setups.npz."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ def make_demo(
     """Build the demo benchmark for `DemoConfig.preset(size, seed=seed, **overrides)` into `out_dir`.
 
     Idempotent: if `out_dir` already holds a complete demo of the same config, it is returned untouched.
+    A demo built by an older generator is stale and is rebuilt in place (as with `overwrite=True`).
     If it holds a different demo, `DemoError` unless `overwrite=True`; anything that is not a demo (no
     `demo.json` of this format) is never replaced, `DemoError` names what is there. Concurrent
     callers are safe: each builds privately, the first rename wins, the others reuse its result.
@@ -83,6 +88,8 @@ def make_demo(
     paths = DemoPaths.under(out)
     if _matches(out, cfg):
         return paths
+    if _stale(out):
+        overwrite = True  # our own demo from an older generator: rebuild it rather than reuse or refuse
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise DemoError(
@@ -125,6 +132,18 @@ def _check_replaceable(out: Path) -> None:
             f"demo {out}: refusing to overwrite, it is not a demo (no demo.json of format {FORMAT!r}); "
             f"it holds: {shown}. Choose another folder, or remove it yourself"
         )
+
+
+def _stale(out: Path) -> bool:
+    """OUT holds a complete demo made by an older generator (its data no longer match any current config)."""
+    try:
+        info = json.loads((out / "demo.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return False
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        return False
+    gen = (info.get("config") or {}).get("generator_version", 1)
+    return int(info.get("version", 0)) < VERSION or int(gen) < GENERATOR_VERSION
 
 
 def _publish(tmp: Path, out: Path, cfg: DemoConfig, overwrite: bool) -> None:
@@ -173,6 +192,7 @@ def build_into(root: Path, cfg: DemoConfig, size: str = "", write_threads: int =
     info = {
         "format": FORMAT,
         "version": VERSION,
+        "generator_version": cfg.generator_version,
         "size": size,
         "config": _jsonable(cfg.to_dict()),
         "checksums": checksums,
@@ -246,10 +266,19 @@ def write_truth(demo: Demo, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(demo.clip_table).write_parquet(out / "clips.parquet")
+    clip_ids = np.array([c.movie_id for c in demo.clips], dtype="U16")
     np.savez(
         out / "clip_latents.npz",
-        clip_id=np.array([c.movie_id for c in demo.clips], dtype="U16"),
+        clip_id=clip_ids,
         latent=np.stack([c.truth_latent.mean(0) for c in demo.clips]).astype(np.float32),
+    )
+    np.savez(  # clip i's shots are rows offsets[i]:offsets[i+1] (= the clip's shot order in eval.zarr)
+        out / "clip_setups.npz",
+        clip_id=clip_ids,
+        offsets=np.r_[0, np.cumsum([len(c.setup) for c in demo.clips])].astype(np.int64),
+        video_setup=np.concatenate([c.setup for c in demo.clips]).astype(np.int16),
+        audio_setup=np.concatenate([c.audio_setup for c in demo.clips]).astype(np.int16),
+        scene=np.concatenate([c.scene_of_shot for c in demo.clips]).astype(np.int16),
     )
 
 

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="any other DemoConfig field, e.g. video_dim=256 shots_per_movie=[100,200] unsigned_fraction=0.2",
+        help="any other DemoConfig field, e.g. video_dim=256 shots_per_movie=[100,200] agree_prob=0.9",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an OUT that holds a different demo")
     p.add_argument(

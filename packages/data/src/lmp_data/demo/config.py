@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SIZES = ("tiny", "small", "default", "large")
+GENERATOR_VERSION = 2
+"""Bumped whenever the generative model changes what a config produces: a demo folder built by an older
+generator does not match a current config, so `make_demo` rebuilds it instead of reusing it.
+1: per-shot random sign carrier (until 2026-11); 2: setups, editing grammars, cross-modal pairing."""
 
 
 @dataclass
@@ -19,6 +23,8 @@ class DemoConfig:
     """Sizes, dims and the generative model's knobs (see `lmp_data.demo.generate` for their meaning)."""
 
     seed: int = 0
+    generator_version: int = GENERATOR_VERSION
+    """Which generative model built the demo (recorded in demo.json; only the current one can be built)."""
     # --- pretraining store: unlabeled long movies ---
     pretrain_movies: int = 200
     shots_per_movie: tuple[int, int] = (200, 500)
@@ -46,9 +52,25 @@ class DemoConfig:
     latent_dim: int = 32
     shot_latent_dim: int = 8
     vocab_size: int = 512
-    # --- the generative model's signal and nuisance (see generate.py) ---
-    unsigned_fraction: float = 0.35
-    """alpha: share of the scene/movie signal that is NOT multiplied by the per-shot sign (linear foothold)."""
+    # --- order and agreement carriers: setups (see generate.py) ---
+    n_setups: int = 24
+    """Z: the world's vocabulary of shot setups (close-ups, two-shots, establishing shots, inserts, ...)."""
+    setup_scale: float = 4.0
+    """Norm of each setup's prototype vector in every modality (the per-shot noise has norm ~sqrt(dim))."""
+    director_perms: int = 2
+    """R: derangements of the setups mixed into each director's editing grammar."""
+    grammar_weight: float = 0.8
+    """w: weight of the director's permutations in the grammar; the rest is a uniform jump."""
+    genre_stay: tuple[float, float, float, float] = (0.1, 0.25, 0.4, 0.55)
+    """p_g: each genre's probability of staying on the same setup for the next shot (rhythm)."""
+    agree_prob: float = 0.8
+    """a: probability that a shot's audio setup is sigma_c(video setup) (c = way of speaking), else uniform."""
+    label_coupling: float = 1.0
+    """Strength of the realistic correlations between labels (directors prefer genres, decades and writers;
+    genre shapes the way of speaking and relationships): 1 = as documented, 0 = independent labels."""
+    # --- persistent content and nuisance ---
+    content_scale: float = 0.7
+    """c: scale of the persistent content latent h (place, relationship, writer, year, genre, engagement)."""
     shot_noise: float = 1.0
     """Std per dim of each shot's modality-specific isotropic noise."""
     nuisance_rank: int = 8
@@ -64,8 +86,6 @@ class DemoConfig:
     latent_scene_noise: float = 0.5
     shot_signal: float = 0.6
     """Scale of shot-level factors (shot size, camera motion, drift, scene progress)."""
-    signal_scale: float = 2.0
-    """Scale of the scene/movie shared latent in every modality's features."""
     encoder_names: dict[str, str] = field(
         default_factory=lambda: {"video": "demo-video", "audio": "demo-audio", "text": "demo-text"}
     )
@@ -89,6 +109,17 @@ class DemoConfig:
         if abs(sum(self.eval_split) - 1.0) > 1e-6 or min(self.eval_split) <= 0:
             raise ValueError(
                 f"DemoConfig.eval_split: expected 3 positive fractions summing to 1, got {self.eval_split}"
+            )
+        if self.n_setups < 2 or self.director_perms < 1:
+            raise ValueError(
+                f"DemoConfig: expected n_setups >= 2 and director_perms >= 1, got {self.n_setups}, "
+                f"{self.director_perms}"
+            )
+        probs = (self.grammar_weight, self.agree_prob, self.label_coupling, *self.genre_stay)
+        if not all(0.0 <= p <= 1.0 for p in probs) or max(self.genre_stay) >= 1.0:
+            raise ValueError(
+                "DemoConfig: grammar_weight, agree_prob, label_coupling in [0, 1] and genre_stay in [0, 1), "
+                f"got {probs}"
             )
         if not 0.0 < self.speech_fraction <= 1.0:
             raise ValueError(f"DemoConfig.speech_fraction: expected in (0, 1], got {self.speech_fraction}")

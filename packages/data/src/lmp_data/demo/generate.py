@@ -1,34 +1,37 @@
-"""The demo benchmark's generative model: seeded, pure numpy, no files.
+"""The demo benchmark's generative model (generator version 2): seeded, pure numpy, no files.
 
-It stands in for MAD (long unlabeled movies) + LVU (labelled clips) at the level of base features, and is
-built so that *long-range multimodal* pretraining can matter (full write-up: docs/demo_benchmark.md).
+It stands in for MAD (long unlabeled movies) + LVU (labelled clips) at the level of base features. Labels
+live in three kinds of carrier (full write-up with the equations: docs/demo_benchmark.md):
 
-Latent structure (one "world" per seed, shared by pretraining and evaluation movies)
-- Movie factors: genre (4 LVU classes), director and writer (10 LVU classes + `extra_people` that appear
-  only in pretraining movies), year (9 decades, an ordinal embedding: neighbouring decades look alike),
-  two scalars (quality -> like ratio, popularity -> views) and a movie-specific latent noise. Directors
-  prefer genres, a decade and a writer, as in real filmographies.
-- Scene factors: relationship (4), way of speaking (5), place (6 = LVU "scene"), plus scene noise. A scene
-  is a run of consecutive shots; a movie reuses its main relationship and a few places across scenes.
-- Shot factors: shot size (5, a Markov chain that opens wide and tightens), camera motion (4), a
-  slowly drifting AR(1) state and the progress through the scene. These give per-shot AVE-style labels
-  and the temporal order that shot ordering / next-shot selection rely on.
+1. **Order (across shots only).** Shots are drawn from a world-wide vocabulary of `n_setups` discrete
+   *setups* (close-up of A, two-shot, establishing shot, insert, ...), each with a video, an audio and a
+   text prototype. The setup sequence of a scene is a Markov chain whose transition matrix is doubly
+   stochastic, so its stationary distribution is uniform whatever the class: the time-averaged setup
+   histogram has the same expectation for every class. The **director** picks the editing grammar
+   `T_d = w * mean_r Perm_{d,r} + (1 - w) * U` (class-specific derangements, `w = grammar_weight`); the
+   **genre** picks the rhythm (probability of staying on the same setup): `T = p_g I + (1 - p_g) T_d`.
+2. **Cross-modal agreement (per shot).** The audio setup of shot i is `sigma_c(z_i)` with probability
+   `agree_prob`, else uniform, where `sigma_c` is a class-specific permutation for the scene's
+   **way_speaking** class c; the shot's language tokens carry the text prototype of that audio setup. A
+   permutation of a uniform marginal is uniform: audio alone and video alone carry nothing about c, only
+   their per-shot pairing does.
+3. **Persistent content under per-shot nuisance.** Place (LVU "scene"), relationship, writer, year,
+   quality / popularity (-> engagement) and a small part of genre are unit latent vectors present in every
+   shot / token of their scene or movie at modest amplitude (`content_scale`), under a larger per-shot
+   low-rank + isotropic nuisance, per-movie style gain / offset, and the shot's setup prototype.
 
-Each factor class is a unit vector in a `latent_dim` space; a shot's shared latent is
-`h = movie part + scene part` (`truth_latent`), and each modality sees it with its own gains `GAINS`.
+Nothing is carried by a per-shot sign or by magnitudes: each carrier is a direction in feature space (a
+prototype or a content vector), so it survives per-token LayerNorm and sign flips of the whole feature.
 
-Features of shot i in modality m (video, audio; language tokens alike, one row per token of the shot):
+Features of shot i in modality m (language: one row per token of the shot, plus a Zipf word vector):
 
-    x = g_{movie,m} * Q_m [ c*(s_i + alpha) h_{m,i} ;  b*u_{m,i} ;  n_{m,i} ] + o_{movie,m} + eps
+    x = g_{movie,m} * ( P_m[z_{m,i}] + Q_m [ c * h_{m,i} ; b * u_{m,i} ; n_{m,i} ] ) + o_{movie,m} + eps
 
-- `s_i` in {-1, +1} is a random sign per shot, the SAME for all modalities and tokens of the shot. Averaged
-  over a clip it cancels, so a linear probe on time-averaged base features sees only the small unsigned
-  share `alpha` (`unsigned_fraction`) of the label signal; cross-modal agreement (x_v x_a^T has s_i^2 = 1)
-  and context (h is constant over a scene / movie, so shots agree up to sign) recover it in full.
-- `u` shot-level factors (unsigned), `n` a modality-specific low-rank nuisance (large), `eps` isotropic
-  per-shot noise, `o` a per-movie modality-specific offset (survives averaging, unrelated to labels),
-  `g` a per-movie modality-specific gain (style), `Q_m` a random rotation per modality. Language tokens
-  also carry a word-identity vector (Zipf-distributed vocabulary) and exist only in speaking shots.
+`z_{video,i} = z_i`, `z_{audio,i} = z_{text,i} = sigma_c(z_i)` (or uniform), `P_m` setup prototypes of
+norm `setup_scale`, `h_m` the content latent with the modality's factor gains `GAINS`, `u` shot-level
+factors (shot size, camera motion, AR(1) drift, progress), `n` a rank-`nuisance_rank` nuisance, `eps`
+isotropic noise, `Q_m` a random rotation. `Movie.truth_latent` is the gain-free content latent h (no
+setup, no nuisance); `Movie.setup` / `Movie.audio_setup` are the true setup sequences.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import DemoConfig
+from .config import GENERATOR_VERSION, DemoConfig
 
 MODALITIES = ("video", "audio", "text")
 
@@ -54,35 +57,25 @@ N_LVU_PEOPLE = 10
 SHOT_SIZES = ["extreme_wide", "wide", "medium", "close_up", "extreme_close_up"]
 CAMERA_MOTIONS = ["static", "pan", "tilt", "handheld"]
 
-MOVIE_FACTORS = ("genre", "director", "writer", "year", "quality", "popularity", "movie_noise")
-SCENE_FACTORS = ("relationship", "way_speaking", "scene", "scene_noise")
+MOVIE_FACTORS = ("genre", "writer", "year", "quality", "popularity", "movie_noise")
+SCENE_FACTORS = ("relationship", "scene", "scene_noise")
 SHOT_FACTORS = ("shot_size", "camera_motion", "drift", "progress")
+# director and way_speaking have NO content vector: they live only in the order / agreement carriers.
 
 GAINS: dict[str, dict[str, float]] = {
-    #         genre dir  wri  year qual pop  mnoi rel  way  scene snoi size motion drift prog
-    "video": dict(
-        zip(
-            MOVIE_FACTORS + SCENE_FACTORS + SHOT_FACTORS,
-            (1.0, 1.0, 0.5, 1.2, 0.5, 0.6, 1.0, 1.0, 0.5, 1.5, 1.0, 1.5, 1.5, 1.0, 1.0),
-        )
-    ),  # fmt: skip
-    "audio": dict(
-        zip(
-            MOVIE_FACTORS + SCENE_FACTORS + SHOT_FACTORS,
-            (1.0, 0.6, 0.5, 1.0, 0.6, 0.6, 1.0, 0.8, 1.5, 1.0, 1.0, 0.3, 0.5, 1.0, 1.0),
-        )
-    ),  # fmt: skip
-    "text": dict(
-        zip(
-            MOVIE_FACTORS + SCENE_FACTORS + SHOT_FACTORS,
-            (1.0, 0.6, 1.2, 0.6, 1.0, 0.5, 1.0, 1.5, 1.2, 0.6, 1.0, 0.0, 0.0, 0.7, 0.3),
-        )
-    ),  # fmt: skip
-}
-"""How strongly each modality carries each factor: video shows places and shot sizes, audio the way of
-speaking, language the relationship and the writer. Every label factor is in at least two modalities."""
+    m: dict(zip(MOVIE_FACTORS + SCENE_FACTORS + SHOT_FACTORS, g))
+    for m, g in (
+        #         genre wri  year qual pop  mnoi rel  scene snoi size motion drift prog
+        ("video", (0.5, 0.4, 1.8, 0.6, 0.6, 1.0, 0.8, 1.5, 1.0, 1.5, 1.5, 1.0, 1.0)),
+        ("audio", (0.5, 0.5, 1.0, 0.6, 0.6, 1.0, 0.8, 1.0, 1.0, 0.3, 0.5, 1.0, 1.0)),
+        ("text", (0.5, 1.5, 0.6, 1.0, 0.5, 1.0, 1.5, 0.6, 1.0, 0.0, 0.0, 0.7, 0.3)),
+    )
+}  # fmt: skip
+"""How strongly each modality carries each content factor: video shows places, the film stock (year) and
+shot sizes, audio the place's ambience, language the writer and the relationship. Every content label is in
+at least two modalities; director and way_speaking are in all three through the setup sequences."""
 
-# genre-dependent priors (rows: genre id) -- movies and scenes are not independent draws
+# genre-dependent priors (rows: genre id), mixed with uniform by `label_coupling`
 WAY_PRIOR = np.array(
     [[3, 1, 4, 2, 0.5], [2, 4, 2, 1, 3], [3, 2, 4, 1, 0.5], [2, 3, 2, 0.5, 4]], dtype=float
 )  # explains confronts discuss teaches threatens
@@ -110,8 +103,9 @@ class Movie:
     # ground truth (not written to the store)
     scene_of_shot: np.ndarray  # [S] int, index into `scenes`
     scenes: list[dict[str, int]]  # per scene: relationship, way_speaking, scene
-    sign: np.ndarray  # [S] int8, the per-shot sign s_i
-    truth_latent: np.ndarray  # [S, L] float32, the unsigned, gain-free shared latent h
+    setup: np.ndarray  # [S] int, the video setup z_i (order carrier)
+    audio_setup: np.ndarray  # [S] int, the audio / language setup (sigma_c(z_i) or a uniform draw)
+    truth_latent: np.ndarray  # [S, L] float32, the gain-free persistent content latent h (no setups)
     shot_size: np.ndarray  # [S] int
     camera_motion: np.ndarray  # [S] int
     token_shot: np.ndarray  # [T] int, the shot each token was spoken in
@@ -135,30 +129,40 @@ class Demo:
     descriptions: dict[str, np.ndarray]
     """Retrieval: `clip_id` [n] str, `offsets` [n+1] int64, `tokens` [sum, Dl] float32."""
     people: dict[str, list[str]] = field(default_factory=dict)
+    world: World | None = None
+    """The per-seed constants (setup prototypes, editing grammars, ...), for analysis and tests."""
 
 
 class World:
-    """The per-seed constants: factor embeddings, modality rotations, vocabulary, people."""
+    """The per-seed constants: setups and their grammars, factor embeddings, rotations, vocabulary, people."""
 
     def __init__(self, cfg: DemoConfig, rng: np.random.Generator):
         self.cfg = cfg
-        L, Ls = cfg.latent_dim, cfg.shot_latent_dim
+        L, Ls, Z = cfg.latent_dim, cfg.shot_latent_dim, cfg.n_setups
         n_people = N_LVU_PEOPLE + cfg.extra_people
         self.emb = {
             "genre": _unit(rng.standard_normal((4, L))),
-            "director": _unit(rng.standard_normal((n_people, L))),
             "writer": _unit(rng.standard_normal((n_people, L))),
             "year": _ordinal(rng, 9, L),
             "quality": _unit(rng.standard_normal((1, L))),
             "popularity": _unit(rng.standard_normal((1, L))),
             "relationship": _unit(rng.standard_normal((4, L))),
-            "way_speaking": _unit(rng.standard_normal((5, L))),
             "scene": _unit(rng.standard_normal((6, L))),
             "shot_size": _ordinal(rng, 5, Ls),
             "camera_motion": _unit(rng.standard_normal((4, Ls))),
             "progress": _unit(rng.standard_normal((1, Ls))),
         }
         self.rotation = {m: _rotation(rng, d) for m, d in cfg.dims.items()}
+        # setups: one prototype per modality (a direction of norm setup_scale in the full feature space)
+        self.prototypes = {
+            m: cfg.setup_scale * _unit(rng.standard_normal((Z, d))) for m, d in cfg.dims.items()
+        }
+        # editing grammar per director: `director_perms` derangements of the setups
+        self.director_perm = np.stack(
+            [np.stack([_derangement(rng, Z) for _ in range(cfg.director_perms)]) for _ in range(n_people)]
+        )  # [people, R, Z]
+        # cross-modal mapping per way of speaking: video setup -> audio setup
+        self.way_perm = np.stack([_derangement(rng, Z) for _ in range(len(CLASSES["way_speaking"]))])
         self.words = cfg.word_noise * rng.standard_normal((cfg.vocab_size, cfg.text_dim)).astype(np.float32)
         zipf = 1.0 / np.arange(1, cfg.vocab_size + 1) ** 1.1
         self.word_p = zipf / zipf.sum()
@@ -175,26 +179,44 @@ class World:
             self.director_writer[N_LVU_PEOPLE:] = extra[N_LVU_PEOPLE:]
         self.n_people = n_people
 
+    # ----- the order and agreement carriers -----
+    def transition_matrix(self, director: int, genre: int) -> np.ndarray:
+        """`T = p_g I + (1 - p_g) (w mean_r Perm_{d,r} + (1 - w) U)`: doubly stochastic, rows = from."""
+        cfg, Z = self.cfg, self.cfg.n_setups
+        grammar = np.zeros((Z, Z))
+        for perm in self.director_perm[director]:
+            grammar[np.arange(Z), perm] += 1.0 / len(self.director_perm[director])
+        w, p = cfg.grammar_weight, cfg.genre_stay[genre]
+        return p * np.eye(Z) + (1 - p) * (w * grammar + (1 - w) / Z)
+
+    def pairing_matrix(self, way: int) -> np.ndarray:
+        """P(audio setup | video setup) for way of speaking `way`: `a sigma_c + (1 - a) U` (rows = video)."""
+        Z, a = self.cfg.n_setups, self.cfg.agree_prob
+        m = np.full((Z, Z), (1 - a) / Z)
+        m[np.arange(Z), self.way_perm[way]] += a
+        return m
+
     # ----- movies -----
     def movie_facts(self, rng: np.random.Generator, lvu_only: bool) -> dict[str, Any]:
         """Draw one movie's factors (LVU people only for held-out evaluation movies)."""
+        k = self.cfg.label_coupling
         n = N_LVU_PEOPLE if lvu_only else self.n_people
         d = int(rng.integers(0, n))
-        w = int(self.director_writer[d]) if rng.random() < 0.7 else int(rng.integers(0, n))
-        genre = int(rng.choice(4, p=self.director_genre[d]))
+        w = int(self.director_writer[d]) if rng.random() < 0.7 * k else int(rng.integers(0, n))
+        genre = int(rng.choice(4, p=k * self.director_genre[d] + (1 - k) / 4))
         near = int(np.clip(self.director_decade[d] + rng.integers(-1, 2), 0, 8))
-        year = near if rng.random() < 0.7 else int(rng.integers(0, 9))
+        year = near if rng.random() < 0.7 * k else int(rng.integers(0, 9))
         return dict(
             genre=genre,
             director=d,
             writer=w,
             year=year,
             quality=float(rng.standard_normal()),
-            popularity=float(0.25 * (year - 4) / 4 + rng.standard_normal()),
+            popularity=float(0.25 * k * (year - 4) / 4 + rng.standard_normal()),
             noise=rng.standard_normal(self.cfg.latent_dim)
             * self.cfg.latent_movie_noise
             / np.sqrt(self.cfg.latent_dim),
-            main_relationship=int(rng.choice(4, p=_norm(REL_PRIOR[genre]))),
+            main_relationship=int(rng.choice(4, p=_prior(REL_PRIOR[genre], k))),
             places=rng.choice(6, size=int(rng.integers(2, 4)), replace=False),
             motion_prior=_norm(MOTION_PRIOR[genre]),
         )
@@ -204,7 +226,6 @@ class World:
         e = self.emb
         v = (
             g.get("genre", 1) * e["genre"][f["genre"]]
-            + g.get("director", 1) * e["director"][f["director"]]
             + g.get("writer", 1) * e["writer"][f["writer"]]
             + g.get("year", 1) * e["year"][f["year"]]
             + g.get("quality", 1) * f["quality"] * e["quality"][0]
@@ -214,16 +235,17 @@ class World:
         return v.astype(np.float32)
 
     def scene_facts(self, rng: np.random.Generator, f: dict[str, Any]) -> dict[str, Any]:
+        k = self.cfg.label_coupling
         rel = (
             f["main_relationship"]
             if rng.random() < 0.6
-            else int(rng.choice(4, p=_norm(REL_PRIOR[f["genre"]])))
+            else int(rng.choice(4, p=_prior(REL_PRIOR[f["genre"]], k)))
         )
         place = int(rng.choice(f["places"])) if rng.random() < 0.8 else int(rng.integers(0, 6))
         sf = self.cfg.speech_fraction
         return dict(
             relationship=int(rel),
-            way_speaking=int(rng.choice(5, p=_norm(WAY_PRIOR[f["genre"]]))),
+            way_speaking=int(rng.choice(5, p=_prior(WAY_PRIOR[f["genre"]], k))),
             scene=place,
             noise=rng.standard_normal(self.cfg.latent_dim)
             * self.cfg.latent_scene_noise
@@ -237,7 +259,6 @@ class World:
         e = self.emb
         v = (
             g.get("relationship", 1) * e["relationship"][s["relationship"]]
-            + g.get("way_speaking", 1) * e["way_speaking"][s["way_speaking"]]
             + g.get("scene", 1) * e["scene"][s["scene"]]
             + g.get("scene_noise", 1) * s["noise"]
         )
@@ -247,8 +268,9 @@ class World:
         self, rng: np.random.Generator, movie_id: str, facts: dict[str, Any], scene_lengths: list[int],
         meta: dict[str, Any],
     ) -> Movie:  # fmt: skip
-        """Generate a movie with the given scene lengths: shots, signs, shot factors, features, tokens."""
+        """Generate a movie with the given scene lengths: shots, setups, shot factors, features, tokens."""
         cfg = self.cfg
+        Z = cfg.n_setups
         scenes = [self.scene_facts(rng, facts) for _ in scene_lengths]
         S = int(sum(scene_lengths))
         scene_of_shot = np.repeat(np.arange(len(scenes)), scene_lengths)
@@ -264,30 +286,51 @@ class World:
         shots = np.round(shots, 3)  # millisecond times, as an edit decision list would have
         shots[1:, 0] = shots[:-1, 1]
 
+        # setups: each scene starts from the uniform distribution, then follows the movie's Markov chain
+        # T = p_g I + (1 - p_g) (w mean_r Perm_{d,r} + (1 - w) U), sampled as a mixture of moves per shot:
+        # stay (p_g), one of the director's permutations ((1-p_g) w / R each), a uniform jump (the rest)
+        R = cfg.director_perms
+        p_stay = cfg.genre_stay[facts["genre"]]
+        uz = rng.random(S)
+        frac, w = (uz - p_stay) / (1 - p_stay), cfg.grammar_weight
+        move = np.where(frac < 0, -1, np.where(frac < w, (frac / max(w, 1e-12) * R).astype(int), R))
+        move = np.minimum(move, R)  # -1 stay, 0..R-1 permutation r, R uniform jump
+        move[pos == 0] = R
+        jump = rng.integers(0, Z, S)
+        perms = self.director_perm[facts["director"]].tolist()
+
         # shot-level factors: shot size opens wide and tightens (Markov), camera motion per scene style,
         # AR(1) drift reset at scene boundaries
         Ls = cfg.shot_latent_dim
-        size = np.empty(S, dtype=np.int64)
-        motion = np.empty(S, dtype=np.int64)  # camera motion: the scene's style 60%, else the genre's prior
-        drift = np.empty((S, Ls), dtype=np.float32)
+        drift = rng.standard_normal((S, Ls)).astype(np.float32)
         u = rng.random((S, 3))
-        z = rng.standard_normal((S, Ls)).astype(np.float32)
         rho = 0.85
         mot_draw = rng.choice(4, size=S, p=facts["motion_prior"])
         scene_motion = np.array([sc["motion"] for sc in scenes])[scene_of_shot]
-        for i in range(S):
-            if pos[i] == 0:
-                size[i] = 0 if u[i, 0] < 0.4 else (1 if u[i, 0] < 0.8 else 2)
-                drift[i] = z[i]
+        size_l, z_l = [0] * S, [0] * S
+        pos_l, u0, u1, mv, jp = pos.tolist(), u[:, 0].tolist(), u[:, 1].tolist(), move.tolist(), jump.tolist()
+        c = np.float32(np.sqrt(1 - rho**2))
+        for i in range(S):  # one pass; only the drift row is a numpy op
+            m = mv[i]
+            z_l[i] = jp[i] if m == R else (z_l[i - 1] if m < 0 else perms[m][z_l[i - 1]])
+            if pos_l[i] == 0:
+                size_l[i] = 0 if u0[i] < 0.4 else (1 if u0[i] < 0.8 else 2)
             else:
-                step = 0 if u[i, 0] < 0.3 else (1 if u[i, 0] < 0.75 else int(np.sign(u[i, 1] - 0.6)))
-                size[i] = min(4, max(0, size[i - 1] + step))
-                drift[i] = rho * drift[i - 1] + np.sqrt(1 - rho**2) * z[i]
+                step = 0 if u0[i] < 0.3 else (1 if u0[i] < 0.75 else (1 if u1[i] > 0.6 else -1))
+                size_l[i] = min(4, max(0, size_l[i - 1] + step))
+                drift[i] = rho * drift[i - 1] + c * drift[i]
+        size = np.asarray(size_l, dtype=np.int64)
+        setup = np.asarray(z_l, dtype=np.int64)
+        motion = np.where(u[:, 2] < 0.6, scene_motion, mot_draw).astype(np.int64)
 
-        motion[:] = np.where(u[:, 2] < 0.6, scene_motion, mot_draw)
-        sign = np.where(rng.random(S) < 0.5, -1, 1).astype(np.int8)
-        mov_truth = self.movie_latent(facts, None)
-        truth = mov_truth[None] + np.stack([self.scene_latent(s, None) for s in scenes])[scene_of_shot]
+        # audio setup: the scene's way of speaking maps the video setup (sigma_c) with prob. agree_prob
+        way = np.array([sc["way_speaking"] for sc in scenes])[scene_of_shot]
+        agree = rng.random(S) < cfg.agree_prob
+        audio_setup = np.where(agree, self.way_perm[way, setup], rng.integers(0, Z, S)).astype(np.int64)
+        truth = (
+            self.movie_latent(facts, None)[None]
+            + np.stack([self.scene_latent(s, None) for s in scenes])[scene_of_shot]
+        )
 
         # speech: each scene has a talkativeness; tokens laid out inside their shot, some run past its end
         speaks = rng.random(S) < np.array([scenes[k]["talk"] for k in scene_of_shot])
@@ -318,16 +361,16 @@ class World:
                 + g["progress"] * (progress[:, None] - 0.5) * 2 * self.emb["progress"][0]
             )
             rows = token_shot if m == "text" else np.arange(S)
+            z_m = setup if m == "video" else audio_setup
             n = len(rows)
-            s_eff = (sign[rows].astype(np.float32) + cfg.unsigned_fraction)[:, None]
             nuis = cfg.nuisance_scale * rng.standard_normal((n, cfg.nuisance_rank)).astype(np.float32)
             block = np.concatenate(
-                [cfg.signal_scale * s_eff * h[rows], cfg.shot_signal * shot_u[rows], nuis], axis=1
+                [cfg.content_scale * h[rows], cfg.shot_signal * shot_u[rows], nuis], axis=1
             )
             Q = self.rotation[m]
             gain = np.exp(cfg.movie_gain * rng.standard_normal())
             offset = cfg.movie_offset * rng.standard_normal(Q.shape[0]).astype(np.float32)
-            x = gain * (block @ Q[:, : block.shape[1]].T) + offset
+            x = gain * (block @ Q[:, : block.shape[1]].T + self.prototypes[m][z_m[rows]]) + offset
             x += cfg.shot_noise * rng.standard_normal(x.shape).astype(np.float32)
             if m == "text":
                 x += self.words[words]
@@ -343,7 +386,8 @@ class World:
             meta=meta,
             scene_of_shot=scene_of_shot,
             scenes=[{k: s[k] for k in ("relationship", "way_speaking", "scene")} for s in scenes],
-            sign=sign,
+            setup=setup,
+            audio_setup=audio_setup,
             truth_latent=truth.astype(np.float32),
             shot_size=size,
             camera_motion=motion,
@@ -351,28 +395,43 @@ class World:
         )
 
     def description(
-        self, rng: np.random.Generator, facts: dict[str, Any], scene: dict[str, Any]
+        self, rng: np.random.Generator, facts: dict[str, Any], scene: dict[str, Any], setups: np.ndarray
     ) -> np.ndarray:
-        """A text-token sequence describing one scene (an audio-description-like sentence, no movie style)."""
+        """A text-token sequence describing one scene (audio-description-like, no movie style): each token
+        carries the scene's content latent (text gains) and the text prototype of one of the scene's (video)
+        setups -- a description says what is seen."""
         cfg = self.cfg
         g = GAINS["text"]
         sc = {**scene, "noise": np.zeros(cfg.latent_dim)}
         h = self.movie_latent(facts, g) + self.scene_latent(sc, g)
         n = int(rng.integers(cfg.description_tokens[0], cfg.description_tokens[1] + 1))
-        s = np.where(rng.random(n) < 0.5, -1.0, 1.0) + cfg.unsigned_fraction
         block = np.zeros((n, cfg.latent_dim + cfg.shot_latent_dim + cfg.nuisance_rank), np.float32)
-        block[:, : cfg.latent_dim] = cfg.signal_scale * s[:, None] * h[None]
+        block[:, : cfg.latent_dim] = cfg.content_scale * h[None]
         block[:, -cfg.nuisance_rank :] = cfg.nuisance_scale * rng.standard_normal((n, cfg.nuisance_rank))
         Q = self.rotation["text"]
         x = block @ Q[:, : block.shape[1]].T + cfg.shot_noise * rng.standard_normal((n, cfg.text_dim))
+        x += self.prototypes["text"][rng.choice(setups, size=n)]
         x += self.words[rng.choice(cfg.vocab_size, size=n, p=self.word_p)]
         return x.astype(np.float32)
 
 
+def make_world(cfg: DemoConfig) -> World:
+    """The world `generate(cfg)` uses (setup prototypes, grammars, pairings, people), without the movies."""
+    return World(cfg, np.random.default_rng(_seeds(cfg)[0]))
+
+
+def _seeds(cfg: DemoConfig) -> list[np.random.SeedSequence]:
+    return np.random.SeedSequence([cfg.seed, 0x1E3D]).spawn(4)  # world, names, pretraining, evaluation
+
+
 def generate(cfg: DemoConfig) -> Demo:
     """Run the generative model for `cfg` (deterministic in `cfg`, seed included)."""
-    root = np.random.SeedSequence([cfg.seed, 0x1E3D])
-    s_world, s_names, s_pre, s_eval = root.spawn(4)
+    if cfg.generator_version != GENERATOR_VERSION:
+        raise ValueError(
+            f"DemoConfig.generator_version={cfg.generator_version}: this code generates version "
+            f"{GENERATOR_VERSION} only"
+        )
+    s_world, s_names, s_pre, s_eval = _seeds(cfg)
     world = World(cfg, np.random.default_rng(s_world))
     names_rng = np.random.default_rng(s_names)
     n_total = cfg.pretrain_movies + cfg.eval_movies
@@ -415,7 +474,8 @@ def generate(cfg: DemoConfig) -> Demo:
         meta = _metadata(world, rng, imdb_id, facts, movie.scenes, split=str(split_of[j]))
         for first_scene, k in plan:
             clip_id = f"clip{len(clips):05d}"
-            clip, main, first_shot = _cut_clip(movie, clip_id, first_scene, k)
+            clip, main_index, first_shot = _cut_clip(movie, clip_id, first_scene, k)
+            main = clip.scenes[main_index]
             clip.meta = {
                 "imdb_id": imdb_id,
                 "title": meta["title"],
@@ -425,7 +485,8 @@ def generate(cfg: DemoConfig) -> Demo:
             }
             clips.append(clip)
             table.append(_clip_labels(rng, clip_id, imdb_id, str(split_of[j]), facts, main))
-            desc_tokens.append(world.description(rng, facts, {**main}))
+            main_setups = clip.setup[clip.scene_of_shot == main_index]
+            desc_tokens.append(world.description(rng, facts, {**main}, main_setups))
     offsets = np.r_[0, np.cumsum([len(t) for t in desc_tokens])].astype(np.int64)
     descriptions = dict(
         clip_id=np.array([c.movie_id for c in clips]),
@@ -433,20 +494,20 @@ def generate(cfg: DemoConfig) -> Demo:
         tokens=np.concatenate(desc_tokens).astype(np.float32),
     )
     people = {"director": world.director_names[:N_LVU_PEOPLE], "writer": world.writer_names[:N_LVU_PEOPLE]}
-    return Demo(cfg, pretrain, clips, table, descriptions, people)
+    return Demo(cfg, pretrain, clips, table, descriptions, people, world)
 
 
 # ----------------------------------------------------------------------------------------------------
-def _cut_clip(movie: Movie, clip_id: str, first_scene: int, k: int) -> tuple[Movie, dict[str, int], int]:
-    """Clip = scenes [first_scene, first_scene + k) of `movie`, times re-based to 0; its main scene is the
-    one with the most shots (the clip's scene-level labels are that scene's)."""
+def _cut_clip(movie: Movie, clip_id: str, first_scene: int, k: int) -> tuple[Movie, int, int]:
+    """Clip = scenes [first_scene, first_scene + k) of `movie`, times re-based to 0; its main scene (index
+    in the clip's scenes) is the one with the most shots (the clip's scene-level labels are that scene's)."""
     sel = np.flatnonzero((movie.scene_of_shot >= first_scene) & (movie.scene_of_shot < first_scene + k))
     a, b = sel[0], sel[-1] + 1
     t0, t1 = movie.shots[a, 0], movie.shots[b - 1, 1]
     tok = np.flatnonzero((movie.token_shot >= a) & (movie.token_shot < b))
     spans = np.round(np.minimum(movie.text_spans[tok], t1) - t0, 3)
     counts = np.bincount(movie.scene_of_shot[a:b] - first_scene, minlength=k)
-    main = movie.scenes[first_scene + int(np.argmax(counts))]
+    main = int(np.argmax(counts))
     clip = Movie(
         movie_id=clip_id,
         shots=np.round(movie.shots[a:b] - t0, 3),
@@ -457,7 +518,8 @@ def _cut_clip(movie: Movie, clip_id: str, first_scene: int, k: int) -> tuple[Mov
         meta={},
         scene_of_shot=movie.scene_of_shot[a:b] - first_scene,
         scenes=movie.scenes[first_scene : first_scene + k],
-        sign=movie.sign[a:b],
+        setup=movie.setup[a:b],
+        audio_setup=movie.audio_setup[a:b],
         truth_latent=movie.truth_latent[a:b],
         shot_size=movie.shot_size[a:b],
         camera_motion=movie.camera_motion[a:b],
@@ -556,3 +618,16 @@ def _rotation(rng: np.random.Generator, d: int) -> np.ndarray:
 
 def _norm(p: np.ndarray) -> np.ndarray:
     return p / p.sum()
+
+
+def _prior(weights: np.ndarray, coupling: float) -> np.ndarray:
+    """A genre-dependent prior mixed with the uniform one: `coupling` 1 = as given, 0 = independent."""
+    return coupling * _norm(weights) + (1 - coupling) / len(weights)
+
+
+def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random permutation of range(n) without fixed points (staying on a setup is only the rhythm's)."""
+    while True:
+        p = rng.permutation(n)
+        if n < 2 or not np.any(p == np.arange(n)):
+            return p
