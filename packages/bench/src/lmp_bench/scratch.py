@@ -20,14 +20,18 @@ Recipe (`ScratchConfig`):
 - after every epoch the val split is scored (accuracy, or minus the MSE) and the best epoch (the first
   argmax, epoch 0 included) is kept and scored on test.
 
-Cost, measured on the shared 2-core machine (one thread, default demo: ~300/60/100 labelled clips per
-task, ~35 shots each, k = 30 -> ~510/100/170 windows, model/demo.yaml d = 128, 2 layers, features
-v_ctx+a_ctx+v_cross_a, which are encoded without the language branch): one end-to-end epoch
-(forward + backward over the train windows, then val) took ~6-8 s idle, 12-15 s under load; the
-head-only epoch 0 needs the frozen features, encoded once per initialisation seed for all tasks
-(~6 s for the ~640 clips of the demo's clip store). `epochs = 2` keeps one task-seed at ~15-20 s
-(9 tasks: ~2.5 min per seed); more epochs kept improving train loss but rarely val (see the
-report in the module's tests). Set `ScratchConfig.epochs` higher on real data and hardware.
+Cost and the choice of `epochs`, measured on the shared 2-core machine while other sessions kept it
+busy (load average 5-7), one thread, default demo (~300/60/100 labelled clips per task, ~35 shots
+each; k = 30 -> ~510/100/170 windows), model/demo.yaml (d = 128, 2 layers), features
+v_ctx+a_ctx+v_cross_a (encoded without the language branch, `features.TEXT_FREE`): forward + backward
+~29 ms per window (~50-100 ms with the language branch), so one end-to-end epoch (train, then val)
+took 7.7-19 s; the head-only epoch 0 2-7 s, after the frozen features, which are encoded once per
+initialisation seed for all tasks (loading the store + that encoding: ~28 s once). `epochs = 2`:
+21 s per task-seed measured on scene (load 3-5), 25-45 s under heavier load, so ~3-4 min for 9 tasks
+and one seed; on genre / view_count the val score peaked at
+epoch 1 or stayed at epoch 0, and later epochs mostly overfit (train loss 0.73 -> 0.08 by epoch 3).
+Raise `ScratchConfig.epochs` on real data and hardware (`lmp-bench lvu --model scratch
+--scratch-epochs N`, sweep `probe.scratch.epochs=N`).
 Features that need language (l_ctx, v_cross_l, l_shot) work too, ~2.5x slower.
 """
 
