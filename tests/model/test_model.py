@@ -1,6 +1,7 @@
 """The LMP model: terms, gradient routing, padding invariance, masking, encode, configs."""
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,47 +13,10 @@ from lmp_model.config import ALL_TERMS, model_config_to_dict
 from lmp_model.losses import info_nce, masked_token_loss
 from lmp_model.modules import sample_token_mask
 
-CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "model"
-DIMS = {"video": 20, "audio": 12, "text": 16}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_helpers import CONFIGS, DIMS, build, make_batch, tiny  # noqa: E402
 
-
-def tiny(*overrides: str) -> ModelConfig:
-    return load_model_config(CONFIGS / "tiny.yaml", list(overrides))
-
-
-def make_batch(n=4, k=8, t=12, seed=0):
-    """Synthetic window batch: one window with padding past shot 5, one without text."""
-    g = torch.Generator().manual_seed(seed)
-    shot_mask = torch.ones(n, k, dtype=torch.bool)
-    shot_mask[1, 5:] = False
-    text_mask = torch.ones(n, t, dtype=torch.bool)
-    text_mask[0, 9:] = False
-    text_mask[2] = False
-    token_shot = torch.zeros(n, t, k, dtype=torch.bool)
-    for j in range(n):  # token c spans shot c * k // t (and the next one for every third token)
-        for c in range(t):
-            token_shot[j, c, c * k // t] = True
-            if c % 3 == 0:
-                token_shot[j, c, min(k - 1, c * k // t + 1)] = True
-    token_shot &= text_mask.unsqueeze(-1)
-    return {
-        "video": torch.randn(n, k, DIMS["video"], generator=g) * shot_mask.unsqueeze(-1),
-        "audio": torch.randn(n, k, DIMS["audio"], generator=g) * shot_mask.unsqueeze(-1),
-        "shot_mask": shot_mask,
-        "text": torch.randn(n, t, DIMS["text"], generator=g) * text_mask.unsqueeze(-1),
-        "text_mask": text_mask,
-        "token_shot": token_shot,
-        "start": torch.zeros(n, dtype=torch.int64),
-        "movie": [f"m{j}" for j in range(n)],
-    }
-
-
-def build(cfg=None, seed=0):
-    torch.manual_seed(seed)
-    return LMP(cfg or tiny(), DIMS)
-
-
-MODULES = [f"embed.{m}.{p}" for m in ("video", "audio", "text") for p in ("proj", "pos", "mask_token")]
+MODULES = [f"embed.{m}.{p}" for m in ("video", "audio", "text") for p in ("proj", "mask_token")]
 MODULES += [f"context.{m}" for m in ("video", "audio", "text")] + ["cross.audio", "cross.text"]
 
 
@@ -90,17 +54,18 @@ def test_terms_are_the_losses_of_the_internal_features():
     out = model(batch, masked=masked)
     sel = masked["video"]
     assert sel.sum() == sum(math.floor(0.2 * n + 0.5) for n in batch["shot_mask"].sum(1).tolist())
-    ref = masked_token_loss(captured["v"][sel], captured["v_target"][sel])
+    mc = model.cfg.masking
+    ref = masked_token_loss(captured["v"][sel], captured["v_target"][sel], mc.temperature, mc.normalize)
     assert out.terms["intra/video"].item() == pytest.approx(ref.item(), rel=1e-6)
     sm = batch["shot_mask"]
     assert out.terms["inter/v2a"].item() == pytest.approx(
-        info_nce(captured["v"][sm], captured["a"][sm], 0.3).item()
+        info_nce(captured["v"][sm], captured["a"][sm], model.cfg.loss.temperature).item()
     )
 
 
 def test_masked_inputs_are_replaced_by_the_mask_token():
     """Changing a base feature at a [MASK] position changes only the masking targets, not the context."""
-    model = build()
+    model = build(tiny("masking.random_ratio=0", "masking.keep_ratio=0"))  # every selected input [MASK]ed
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(1))
     out1 = model(batch, masked=masked)
@@ -124,12 +89,11 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
         (
             ["loss.intra=0", "loss.cross=0", "loss.disabled=[inter/v2l,inter/l2v]"],
             {"embed.video.mask_token", "embed.audio.mask_token", "cross.audio", "cross.text"}
-            | {"embed.text.proj", "embed.text.pos", "embed.text.mask_token", "context.text"},
+            | {"embed.text.proj", "embed.text.mask_token", "context.text"},
         ),
         (
             ["loss.inter=0", "loss.cross=0", "loss.disabled=[intra/audio]"],
-            {"embed.audio.proj", "embed.audio.pos", "embed.audio.mask_token", "context.audio"}
-            | {"cross.audio", "cross.text"},
+            {"embed.audio.proj", "embed.audio.mask_token", "context.audio"} | {"cross.audio", "cross.text"},
         ),
     ],
     ids=["all", "no-cross", "no-intra", "v2a-only", "intra-video-text"],
@@ -189,7 +153,8 @@ def _pad(batch, masked, extra_shots=3, extra_tokens=4):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_padding_does_not_change_the_loss(shared):
-    model = build(tiny(f"cross.shared={shared}")).eval()
+    # plain [MASK] replacement: BERT's random tokens are drawn from the batch, whose padding differs here
+    model = build(tiny(f"cross.shared={shared}", "masking.random_ratio=0", "masking.keep_ratio=0")).eval()
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(4))
     padded, pmasked = _pad(batch, masked)
@@ -312,13 +277,20 @@ def test_yaml_configs_load_with_overrides():
     assert (paper.encoder.layers, paper.cross.layers, paper.loss.temperature, paper.masking.ratio) == (
         3,
         3,
-        0.3,
+        0.1,
         0.2,
+    )
+    literal = load_model_config(CONFIGS / "paper_literal.yaml")  # the paper's choices, read literally
+    assert (literal.loss.temperature, literal.masking.normalize, literal.cross.query) == (0.3, False, "video")
+    assert (literal.encoder.rel_pos, literal.projection.absolute_position, literal.masking.random_ratio) == (
+        0,
+        True,
+        0.0,
     )
     assert paper.max_shots >= 60
     demo = load_model_config(CONFIGS / "demo.yaml", ["encoder.d=64", "loss.intra=0"])
     assert demo.d == 64 and demo.loss.enabled_terms() == ALL_TERMS[3:]
-    assert ModelConfig().encoder.layers == 3 and ModelConfig().loss.temperature == 0.3
+    assert ModelConfig().encoder.layers == 3 and ModelConfig().loss.temperature == 0.1
     assert model_config_to_dict(demo)["encoder"]["d"] == 64
     with pytest.raises(ConfigKeyError):
         load_model_config(CONFIGS / "tiny.yaml", ["encoder.depth=2"])
@@ -353,7 +325,8 @@ def test_block_equals_torch_transformer_layer(norm_first, cross):
 
     torch.manual_seed(0)
     d, heads = 16, 4
-    ours = Block(d, EncoderConfig(d=d, heads=heads, ff_mult=2, dropout=0.0, norm_first=norm_first), cross)
+    cfg = EncoderConfig(d=d, heads=heads, ff_mult=2, dropout=0.0, norm_first=norm_first, rel_pos=0)
+    ours = Block(d, cfg, cross)
     kind = torch.nn.TransformerDecoderLayer if cross else torch.nn.TransformerEncoderLayer
     ref = kind(d, heads, 2 * d, 0.0, "gelu", batch_first=True, norm_first=norm_first)
     with torch.no_grad():
@@ -400,5 +373,5 @@ def test_contrast_masked_false_leaves_masked_shots_out_of_the_contrastive_terms(
     out = model(batch, masked=masked)
     keep = batch["shot_mask"] & ~masked["video"] & ~masked["audio"]
     assert keep.sum() < batch["shot_mask"].sum()
-    ref = info_nce(captured["v"][keep], captured["a"][keep], 0.3)
+    ref = info_nce(captured["v"][keep], captured["a"][keep], model.cfg.loss.temperature)
     assert out.terms["inter/v2a"].item() == pytest.approx(ref.item(), rel=1e-6)

@@ -19,6 +19,16 @@ def _zero(*like: Tensor) -> Tensor:
     return sum((t.sum() * 0.0 for t in like), torch.zeros((), device=like[0].device)).float()
 
 
+def chance_level(candidates: Tensor | int) -> Tensor:
+    """ln(n): the InfoNCE loss of a model that ranks all n candidates alike (0 when n <= 1).
+
+    Every LMP term is a softmax over its candidate set (Eq. 1: the masked tokens of the modality in the
+    batch; Eq. 3-6: the valid pairs), so ln(n) is the level a term must go well below to show learning.
+    """
+    n = torch.as_tensor(candidates, dtype=torch.float32)
+    return torch.log(n.clamp(min=1.0))
+
+
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     """InfoNCE in one direction a -> b over n pairs (a_i, b_i) with all b_j (j != i) as negatives.
 

@@ -9,14 +9,26 @@ token_shot [N,T,k]).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from lmp_model.config import MODALITIES, ModelConfig
-from lmp_model.losses import cross_modal_loss, inter_modal_loss, intra_modal_loss, language_per_shot
-from lmp_model.modules import ContextualEncoder, CrossModalTransformer, ModalityEmbedding, sample_token_mask
+from lmp_model.losses import (
+    chance_level,
+    cross_modal_loss,
+    inter_modal_loss,
+    intra_modal_loss,
+    language_per_shot,
+)
+from lmp_model.modules import (
+    ContextualEncoder,
+    CrossModalTransformer,
+    ModalityEmbedding,
+    sample_replacement,
+    sample_token_mask,
+)
 
 _VALID_KEY = {"video": "shot_mask", "audio": "shot_mask", "text": "text_mask"}
 _CROSS_SOURCES = ("audio", "text")
@@ -24,10 +36,12 @@ _CROSS_SOURCES = ("audio", "text")
 
 @dataclass
 class LMPOutput:
-    """Result of a training forward: the weighted total (Eq. 7) and each computed term, unweighted."""
+    """Result of a training forward: the weighted total (Eq. 7), each computed term (unweighted), and
+    each term's chance level: ln of its candidate count, the loss of a model that has learnt nothing."""
 
     loss: Tensor
     terms: dict[str, Tensor]
+    chance: dict[str, Tensor] = field(default_factory=dict)
 
 
 class LMP(nn.Module):
@@ -115,14 +129,26 @@ class LMP(nn.Module):
         }
 
     # ----------------------------------------------------------------------------------- internals
-    def _contextual(self, m: str, b: Mapping[str, Tensor], masked: Tensor | None) -> tuple[Tensor, Tensor]:
-        tokens, target = self.embed[m](b[m], masked)
+    def _contextual(
+        self, m: str, b: Mapping[str, Tensor], masked: Tensor | None, swap: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        tokens, target = self.embed[m](b[m], masked, swap)
         return self.context[m](tokens, b[_VALID_KEY[m]]), target
 
-    def _cross(self, source: str, src: Tensor, src_valid: Tensor, v: Tensor, shot_mask: Tensor) -> Tensor:
+    def _cross(self, source: str, src: Tensor, b: Mapping[str, Tensor], v: Tensor) -> Tensor:
+        """The cross-modal transformer of `source` ("audio" or "text") -> one output per shot [N, k, d].
+
+        Decodes the contextual video `v` (cross.query "video", the paper) or the source's own per-shot
+        summary (cross.query "source": contextual audio of the shot / mean of the shot's contextual
+        language tokens, Eq. 4)."""
+        shot_mask = b["shot_mask"]
+        src_valid = shot_mask if source == "audio" else b["text_mask"]
+        tgt = v
+        if self.cfg.cross.query == "source":
+            tgt = src if source == "audio" else language_per_shot(src, src_valid, b["token_shot"])[0]
         if self.cfg.cross.shared:
-            return self.cross["shared"](src, src_valid, v, shot_mask, _CROSS_SOURCES.index(source))
-        return self.cross[source](src, src_valid, v, shot_mask)
+            return self.cross["shared"](src, src_valid, tgt, shot_mask, _CROSS_SOURCES.index(source))
+        return self.cross[source](src, src_valid, tgt, shot_mask)
 
     # ------------------------------------------------------------------------------------- training
     def forward(
@@ -156,19 +182,27 @@ class LMP(nn.Module):
         if masked is None:
             masked = self.sample_masks(b, generator) if intra_mods else {}
         masked = {m: masked[m].to(b[_VALID_KEY[m]].device).bool() & b[_VALID_KEY[m]] for m in intra_mods}
+        mcfg = cfg.masking
+        replace = {
+            m: sample_replacement(masked[m], b[_VALID_KEY[m]], mcfg.random_ratio, mcfg.keep_ratio, generator)
+            for m in intra_mods
+        }
 
         ctx, tgt = {}, {}
         for m in MODALITIES:
             if m in need:
-                ctx[m], tgt[m] = self._contextual(m, b, masked.get(m))
+                to_mask, swap = replace.get(m, (None, None))
+                ctx[m], tgt[m] = self._contextual(m, b, to_mask, swap)
 
         terms: dict[str, Tensor] = {}
+        counts: dict[str, Tensor] = {}
         if intra_mods:
             targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
             intra = intra_modal_loss(
                 ctx, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize
             )
             terms |= {f"intra/{m}": intra[m] for m in intra_mods}
+            counts |= {f"intra/{m}": masked[m].sum() for m in intra_mods}
 
         shot_mask, tau = b["shot_mask"], cfg.loss.temperature
         no_mask = torch.zeros_like(shot_mask)
@@ -193,17 +227,23 @@ class LMP(nn.Module):
                 pair_mask=None if contrast_all else unmasked_v,
             )  # fmt: skip
             terms |= {f"inter/{name}": va.get(name, vl.get(name)) for name in inter}
+            n_va = (shot_mask if contrast_all else shot_mask & unmasked_va).sum()
+            n_vl = n_va.new_zeros(())
+            if l_shot_mask is not None:
+                n_vl = (shot_mask & l_shot_mask & (True if contrast_all else unmasked_v)).sum()
+            counts |= {f"inter/{n}": n_va if n in ("v2a", "a2v") else n_vl for n in inter}
         if cross:
-            v_a = self._cross("audio", ctx["audio"], shot_mask, ctx["video"], shot_mask)
-            v_l = self._cross("text", ctx["text"], b["text_mask"], ctx["video"], shot_mask)
+            v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
+            v_l = self._cross("text", ctx["text"], b, ctx["video"])
             has_text = b["text_mask"].any(dim=1, keepdim=True)
             pairs = shot_mask & has_text if contrast_all else shot_mask & has_text & unmasked_va
             cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross)
             terms |= {f"cross/{name}": cm[name] for name in cross}
+            counts |= {f"cross/{name}": pairs.sum() for name in cross}
 
         weight = {"intra": cfg.loss.intra, "inter": cfg.loss.inter, "cross": cfg.loss.cross}
         loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
-        return LMPOutput(loss=loss, terms=terms)
+        return LMPOutput(loss=loss, terms=terms, chance={n: chance_level(counts[n]) for n in terms})
 
     # ------------------------------------------------------------------------------------- features
     def encode(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
@@ -218,8 +258,8 @@ class LMP(nn.Module):
         b = self.check_batch(batch)
         shot_mask, text_mask = b["shot_mask"], b["text_mask"]
         ctx = {m: self._contextual(m, b, None)[0] for m in MODALITIES}
-        v_a = self._cross("audio", ctx["audio"], shot_mask, ctx["video"], shot_mask)
-        v_l = self._cross("text", ctx["text"], text_mask, ctx["video"], shot_mask)
+        v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
+        v_l = self._cross("text", ctx["text"], b, ctx["video"])
         l_shot, l_shot_mask = language_per_shot(ctx["text"], text_mask, b["token_shot"])
         s = shot_mask.unsqueeze(-1)
         has_text = text_mask.any(dim=1, keepdim=True)

@@ -1,7 +1,7 @@
 """Building blocks of the LMP model: embeddings, masking, contextual and cross-modal transformers."""
 
 from lmp_model.modules.embedding import ModalityEmbedding
-from lmp_model.modules.masking import sample_token_mask
+from lmp_model.modules.masking import sample_replacement, sample_token_mask
 from lmp_model.modules.transformer import ContextualEncoder, CrossModalTransformer, attention_mask
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "CrossModalTransformer",
     "ModalityEmbedding",
     "attention_mask",
+    "sample_replacement",
     "sample_token_mask",
 ]

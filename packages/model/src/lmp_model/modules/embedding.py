@@ -22,21 +22,32 @@ class ModalityEmbedding(nn.Module):
         self.max_len = max_len
         self.norm = nn.LayerNorm(dim_in) if cfg.input_norm else nn.Identity()
         self.proj = nn.Linear(dim_in, d)
-        self.pos = nn.Embedding(max_len, d)
+        self.token_norm = nn.LayerNorm(d) if cfg.token_norm else nn.Identity()
+        self.pos = nn.Embedding(max_len, d) if cfg.absolute_position else None
         self.mask_token = nn.Parameter(torch.empty(d))
         self.drop = nn.Dropout(cfg.dropout)
-        nn.init.normal_(self.pos.weight, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=cfg.position_std)
+        nn.init.normal_(self.mask_token, std=cfg.position_std)
 
-    def forward(self, x: Tensor, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, masked: Tensor | None = None, swap: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x [N, L, dim_in]; masked [N, L] bool: positions replaced by [MASK]; swap [N, L] long: where
+        >= 0, the position takes the projected token at that flat index of [N * L] instead (BERT's
+        random-token replacement)."""
         length = x.shape[1]
         if length > self.max_len:
             raise ValueError(
                 f"sequence of {length} tokens exceeds the position embedding size {self.max_len}"
             )
-        target = self.proj(self.norm(x.to(self.proj.weight.dtype)))
+        target = self.token_norm(self.proj(self.norm(x.to(self.proj.weight.dtype))))
         h = target
+        if swap is not None:
+            src = target.reshape(-1, target.shape[-1])[swap.clamp(min=0)]
+            h = torch.where((swap >= 0).unsqueeze(-1), src, h)
         if masked is not None:
             h = torch.where(masked.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        h = h + self.pos(torch.arange(length, device=h.device))  # module call: ZeRO-3 gathers it
+        if self.pos is not None:
+            h = h + self.pos(torch.arange(length, device=h.device))  # module call: ZeRO-3 gathers it
         return self.drop(h), target

@@ -31,9 +31,18 @@ def attention_mask(valid: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Multi-head attention, batch-first; self-attention (fused QKV) or attention to a memory."""
 
-    def __init__(self, d: int, heads: int, dropout: float, cross: bool = False):
+    def __init__(self, d: int, heads: int, dropout: float, cross: bool = False, rel_pos: int = 0):
         super().__init__()
         self.heads, self.dropout, self.cross = heads, dropout, cross
+        self.rel_pos = rel_pos
+        # learned bias per head and clipped offset j - i (T5-style relative position; self-attention only)
+        self.rel_bias = None
+        if rel_pos and not cross:
+            # ALiBi-style start (Press et al. 2022): head h sees offset o at bias -|o| / 2^h, so some heads
+            # begin local (the neighbouring shots) and others global; the biases are learnt from there.
+            slopes = 2.0 ** -torch.arange(heads, dtype=torch.float32)
+            offsets = torch.arange(-rel_pos, rel_pos + 1, dtype=torch.float32).abs()
+            self.rel_bias = nn.Parameter(-slopes[:, None] * offsets[None, :])
         if cross:
             self.q = nn.Linear(d, d)
             self.kv = nn.Linear(d, 2 * d)
@@ -50,6 +59,11 @@ class Attention(nn.Module):
         else:
             q, k, v = self.qkv(x).view(n, length, 3, h, d // h).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
+        if self.rel_bias is not None:
+            pos = torch.arange(length, device=x.device)
+            offset = (pos[None, :] - pos[:, None]).clamp(-self.rel_pos, self.rel_pos) + self.rel_pos
+            bias = self.rel_bias[:, offset].to(q.dtype)  # [h, L, L]
+            mask = bias.unsqueeze(0).masked_fill(~mask, float("-inf"))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(o.transpose(1, 2).reshape(n, length, d))
 
@@ -60,7 +74,7 @@ class Block(nn.Module):
     def __init__(self, d: int, cfg: EncoderConfig | CrossModalConfig, cross: bool = False):
         super().__init__()
         self.norm_first = cfg.norm_first
-        self.self_attn = Attention(d, cfg.heads, cfg.attn_dropout)
+        self.self_attn = Attention(d, cfg.heads, cfg.attn_dropout, rel_pos=cfg.rel_pos)
         self.norm1 = nn.LayerNorm(d)
         self.cross_attn = Attention(d, cfg.heads, cfg.attn_dropout, cross=True) if cross else None
         self.norm_cross = nn.LayerNorm(d) if cross else None
@@ -115,10 +129,12 @@ class ContextualEncoder(nn.Module):
 
 
 class CrossModalTransformer(nn.Module):
-    """Encoder-decoder transformer (Eq. 6): source = contextual audio or language, target = video.
+    """Encoder-decoder transformer (Eq. 6): source = contextual audio or language, target = one per shot.
 
-    The decoder has no causal mask: every video shot sees all others and the whole source. With
-    `num_sources` > 1 (the shared variant) a learned source-type embedding is added to the source.
+    The decoder has no causal mask: every shot sees all others and the whole source. With
+    `num_sources` > 1 (the shared variant) a learned source-type embedding is added to the source. What
+    the decoder decodes (contextual video, or the source's own per-shot summary) is the caller's choice
+    (`CrossModalConfig.query`).
     """
 
     def __init__(self, d: int, cfg: CrossModalConfig, num_sources: int = 1):

@@ -80,9 +80,11 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.lmp = lmp
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         out = self.lmp(batch)
-        return out.loss, out.terms
+        return out.loss, out.terms, out.chance
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:
@@ -377,20 +379,22 @@ class _Trainer:
                 _, batch = next(stream)
                 batch = _to_device(batch, ctx.device, torch.bfloat16 if self.bf16 else None)
                 wait += time.perf_counter() - tw
-                loss, terms = engine(batch)
-                out = LMPOutput(loss, terms)
+                loss, terms, chance = engine(batch)
+                out = LMPOutput(loss, terms, chance)
                 if self.loss_hook is not None:
                     self.loss_hook(step, out)
                 if names is None:
                     names = ["total", *out.terms]
                 vec = torch.stack(
-                    [out.loss.detach().float()] + [out.terms[n].detach().float() for n in names[1:]]
+                    [out.loss.detach().float()]
+                    + [out.terms[n].detach().float() for n in names[1:]]
+                    + [out.chance[n].detach().float().to(out.loss.device) for n in names[1:]]
                 )
                 vec = vec.to(ctx.device)
                 if ctx.world > 1:
                     torch.distributed.all_reduce(vec)
                     vec = vec / ctx.world
-                bad = (~torch.isfinite(vec)).nonzero().flatten().tolist()
+                bad = (~torch.isfinite(vec[: len(names)])).nonzero().flatten().tolist()
                 if bad:
                     i = next((j for j in bad if j > 0), bad[0])
                     raise NonFiniteLossError(step, names[i], float(vec[i]), self.last_good)
@@ -401,6 +405,8 @@ class _Trainer:
             assert sums is not None and names is not None
             means = (sums / accum).tolist()
             rec = {"step": step, **{f"loss/{n}": v for n, v in zip(names, means)}}
+            # chance level of each term beside it: ln(candidates), averaged over micro-batches and ranks
+            rec |= {f"chance/{n}": v for n, v in zip(names[1:], means[len(names) :])}
             rec |= {"lr": lr, "perf/windows_per_s": global_batch / dt, "perf/data_wait_frac": wait / dt}
             rec["perf/step_time_s"] = dt
             self.history.append(rec)
@@ -586,12 +592,14 @@ class _Trainer:
 
         steps = [r["step"] for r in self.history]
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-        for key in [k for k in self.history[0] if k.startswith("loss/")]:
-            ax.plot(
-                steps, [r[key] for r in self.history], label=key[5:], lw=2.0 if key == "loss/total" else 1.0
-            )
+        for key in [k for k in self.history[0] if k.startswith("loss/") and k != "loss/total"]:
+            (line,) = ax.plot(steps, [r[key] for r in self.history], label=key[5:], lw=1.2)
+            chance = "chance/" + key[5:]
+            if chance in self.history[0]:  # each term's chance level, dashed in its colour
+                ax.plot(steps, [r.get(chance, float("nan")) for r in self.history], ls="--", lw=0.8,
+                        color=line.get_color())  # fmt: skip
         ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("loss per term (dashed: chance level ln(candidates))")
         ax.set_title(f"LMP pretraining: {self.cfg.name}")
         ax.legend(fontsize=7, ncol=2)
         ax.grid(alpha=0.3)
