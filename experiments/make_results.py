@@ -35,6 +35,7 @@ from _sweep.config import REPO_ROOT, load_sweep_config, repo_path  # noqa: E402
 
 NO_PRETRAIN_ROWS = [label for slug, label, off in ablate_losses.ROWS if off is None]
 SCRATCH = "No pretraining: scratch (supervised)"
+HAND_MARKER = "<!-- written by hand: make_results.py keeps everything from here on -->"
 GROUPS = (("content", "Content ↑", 1), ("metadata", "Metadata ↑", 1), ("user", "User ↓", -1))
 TABLES = {
     "losses": {
@@ -237,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept = ""  # the hand-written part (from HAND_MARKER on) survives a regeneration
+    if out.is_file() and HAND_MARKER in out.read_text():
+        kept = "\n" + out.read_text()[out.read_text().index(HAND_MARKER) :]
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(header + "\n".join(sections))
+    tmp.write_text(header + "\n".join(sections) + kept)
     tmp.replace(out)
     print(f"[results] wrote {out} from {', '.join(f'{k}={v}' for k, v in used.items())} "
           f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip

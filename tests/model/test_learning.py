@@ -198,3 +198,31 @@ def test_token_norm_makes_projected_tokens_unit_scale():
     _, target = model.embed["video"](x)
     assert target.std(-1).mean().item() == pytest.approx(1.0, abs=0.05)
     assert F.normalize(target, dim=-1).shape == target.shape
+
+
+def test_exports_written_before_the_new_options_load_with_their_old_behaviour(tmp_path):
+    """An lmp.json without the options added since (relative positions, source queries, ...) means the
+    model was trained with the old behaviour: it loads as such, weights and outputs unchanged."""
+    import json
+
+    from model_helpers import CONFIGS
+
+    from lmp_model import load_model_config
+    from lmp_model.export import INFO_FILE, load_pretrained, save_pretrained
+
+    old = build(
+        load_model_config(
+            CONFIGS / "paper_literal.yaml", ["encoder.d=32", "encoder.heads=2", "cross.heads=2"]
+        )
+    )
+    folder = save_pretrained(tmp_path / "old", old, encoders=None)
+    info = json.loads((folder / INFO_FILE).read_text())
+    for section, key in [("projection", "token_norm"), ("projection", "absolute_position"),
+                         ("projection", "position_std"), ("encoder", "rel_pos"), ("cross", "rel_pos"),
+                         ("cross", "query"), ("masking", "random_ratio"), ("masking", "keep_ratio")]:  # fmt: skip
+        del info["model"][section][key]
+    (folder / INFO_FILE).write_text(json.dumps(info))
+    loaded = load_pretrained(folder)
+    assert loaded.cfg.cross.query == "video" and loaded.cfg.encoder.rel_pos == 0
+    b = make_batch(seed=7)
+    torch.testing.assert_close(loaded.encode(b)["v_ctx"], old.eval().encode(b)["v_ctx"])

@@ -167,7 +167,7 @@ def load_pretrained(
     if not weights.is_file():
         raise FileNotFoundError(f"pretrained weights {folder}: no {WEIGHTS_FILE}")
     cfg = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(info["model"]))
+        OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(_with_legacy(info["model"])))
     )
     model = LMP(cfg, info["dims"])
     state = load_file(str(weights), device=str(map_location))
@@ -185,6 +185,28 @@ def load_pretrained(
         meta = _with_data_meta(meta, yaml.read_text())
     model.pretrained_meta = meta
     return model
+
+
+# Options added with later defaults: an export written before them has no such key and was trained with
+# the old behaviour, so a missing key means the value below (not today's default).
+_LEGACY = {
+    ("projection", "token_norm"): False,
+    ("projection", "absolute_position"): True,
+    ("projection", "position_std"): 0.02,
+    ("encoder", "rel_pos"): 0,
+    ("cross", "rel_pos"): 0,
+    ("cross", "query"): "video",
+    ("masking", "random_ratio"): 0.0,
+    ("masking", "keep_ratio"): 0.0,
+}
+
+
+def _with_legacy(model: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in model.items()}
+    for (section, key), value in _LEGACY.items():
+        if isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = value
+    return out
 
 
 def check_store_encoders(model: LMP, store_encoders: Mapping[str, Any]) -> None:
