@@ -253,3 +253,12 @@ def test_short_pretraining_drives_every_term_below_its_chance_level(store, tmp_p
         json.loads(line) for line in (tmp_path / "runs" / "learn" / "metrics.jsonl").read_text().splitlines()
     ]
     assert all(f"chance/{t}" in rows[-1] for t in terms)
+
+
+def test_model_file_override_on_the_command_line_is_used():
+    cfg = load_pretrain_config(
+        REPO / "experiments/configs/pretrain/demo.yaml", ["model_file=../model/paper_literal.yaml"]
+    )
+    assert (cfg.model.cross.query, cfg.model.loss.temperature, cfg.model.encoder.rel_pos) == ("video", 0.3, 0)
+    default = load_pretrain_config(REPO / "experiments/configs/pretrain/demo.yaml")
+    assert (default.model.cross.query, default.model.loss.temperature) == ("source", 0.1)

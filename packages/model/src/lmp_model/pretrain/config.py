@@ -193,6 +193,9 @@ def load_pretrain_config(path: str | Path | None = None, overrides: Sequence[str
                 raise ConfigError(f"pretrain config {path}: no such file")
             raw = OmegaConf.load(path)
             model_file = raw.get("model_file") if hasattr(raw, "get") else None
+            given = [o.split("=", 1)[1] for o in overrides if o.startswith("model_file=")]
+            if given:  # `model_file=...` on the command line replaces the YAML's (same folder rule)
+                model_file = given[-1]
             if model_file:
                 mpath = (path.parent / str(model_file)).resolve()
                 if not mpath.is_file():
