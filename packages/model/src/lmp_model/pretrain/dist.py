@@ -5,10 +5,20 @@ SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun), else a single process. Missi
 variables are filled in (a single process gets a free port from binding port 0, so concurrent Ray
 trials never collide) and removed again at the end, together with the process group and DeepSpeed's
 cached groups, so a second run in the same process starts clean.
+
+Nobody let in: torch's env:// rendezvous starts its TCPStore server on every interface (`::`, whatever
+MASTER_ADDR says). So rank 0 binds the store's socket itself, on the address MASTER_ADDR resolves to
+(127.0.0.1 for a single process, or whenever MASTER_ADDR is loopback), hands it to `TCPStore` as
+`master_listen_fd`, and the process group is made on that store; it logs the address and interface it
+listens on. With a loopback MASTER_ADDR gloo's pair sockets are kept on `lo` too (GLOO_SOCKET_IFNAME, if
+unset). Under torchrun the ranks only connect to the store torchrun's agent runs (its listener is
+torch's own and binds every interface: see slurm/README.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import socket
 import subprocess
@@ -17,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+log = logging.getLogger("lmp_model.pretrain")
 
 
 def free_port() -> int:
@@ -64,6 +76,71 @@ def launcher_env() -> dict[str, str]:
     return add
 
 
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_master(env) -> bool:
+    """A single process, or MASTER_ADDR resolves to a loopback address."""
+    if env.get("WORLD_SIZE", "1") == "1":
+        return True
+    try:
+        return _is_loopback(_resolve(env.get("MASTER_ADDR", ""), 0)[1])
+    except (OSError, ValueError):
+        return False
+
+
+def _resolve(host: str, port: int) -> tuple[int, str]:
+    """(address family, numeric address) MASTER_ADDR resolves to (IPv4 first)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos.sort(key=lambda i: i[0] != socket.AF_INET)
+    return infos[0][0], str(infos[0][4][0])
+
+
+def interface_of(addr: str) -> str | None:
+    """The name of this machine's interface that holds `addr` (None: no local interface has it)."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == addr for a in addrs):
+            return name
+    return None
+
+
+def rendezvous_store(master_addr: str, port: int, rank: int, world: int, timeout) -> torch.distributed.Store:
+    """The TCPStore of the rendezvous: rank 0 serves it on MASTER_ADDR's address only (127.0.0.1 for a
+    single process), the other ranks connect to it."""
+    from torch.distributed import TCPStore
+
+    if world == 1:
+        master_addr = "127.0.0.1"
+    if rank != 0:
+        return TCPStore(master_addr, port, world, False, timeout)
+    family, addr = _resolve(master_addr, port)
+    iface = interface_of(addr)
+    if iface is None and not _is_loopback(addr):
+        raise RuntimeError(
+            f"MASTER_ADDR={master_addr} resolves to {addr}, which no interface of this machine (rank 0) holds: "
+            "set MASTER_ADDR to rank 0's address on the allocation's network"
+        )
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(max(128, world))
+        fd = sock.detach()
+    except BaseException:
+        sock.close()
+        raise
+    log.info(
+        "rendezvous store (TCPStore) listening on %s port %d (interface %s) only", addr, port, iface or "lo"
+    )
+    return TCPStore(addr, port, world, True, timeout, wait_for_workers=False, master_listen_fd=fd)
+
+
 @dataclass
 class DistContext:
     rank: int
@@ -91,11 +168,23 @@ def setup(device: str = "auto") -> DistContext:
         raise RuntimeError("train.device=cuda but CUDA is not available")
     backend = "nccl" if use_cuda else "gloo"
     added = launcher_env()
+    if not use_cuda and "GLOO_SOCKET_IFNAME" not in os.environ and _loopback_master({**os.environ, **added}):
+        added["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's pair sockets on loopback, not the hostname's address
     os.environ.update(added)
     owns = not dist.is_initialized()
     try:
+        if owns and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            from datetime import timedelta
+
+            env = os.environ
+            rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+            timeout = timedelta(minutes=30)
+            store = rendezvous_store(env["MASTER_ADDR"], int(env["MASTER_PORT"]), rank, world, timeout)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     except Exception:
+        if owns and dist.is_initialized():
+            dist.destroy_process_group()
         for k in added:
             os.environ.pop(k, None)
         raise
