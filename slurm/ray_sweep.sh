@@ -35,6 +35,14 @@ fi
 HEAD_IP=127.0.0.1
 if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
   HEAD_IP=$(hostname -I | awk '{print $1}')
+  # Ray 2.60 cannot bind its gRPC servers to one interface: with a node IP other than 127.0.0.1, GCS, raylet,
+  # object manager and workers listen on every interface (slurm/README.md, "Who can connect").
+  echo "ray_sweep.sh: multi-node Ray: GCS, raylet and workers listen on all interfaces of the nodes (Ray 2.60)"
+else
+  # Single node: Ray keeps every listener on 127.0.0.1 only if its node IP stays 127.0.0.1, which on Linux
+  # it does only with "cluster" mode off (else --node-ip-address=127.0.0.1 is replaced by the machine's address
+  # and GCS, raylet and workers listen on all interfaces). Such a head takes no other nodes.
+  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 fi
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
 # Ray's unix sockets need a short path: a private folder under /tmp, removed at the end.

@@ -82,8 +82,25 @@ def find_resumable(cfg: SweepConfig, table: str, resume: str) -> Path:
     return max(cands, key=lambda p: (p / "sweep.json").stat().st_mtime)
 
 
+# Ray 2.60 binds GCS, raylet, object manager and worker gRPC servers to 127.0.0.1 only when the node IP is
+# exactly "127.0.0.1", and to every interface otherwise; but on Linux it replaces a node IP of 127.0.0.1
+# (ray.init(_node_ip_address=...), `ray start --node-ip-address`) by the machine's reachable address
+# (services.resolve_ip_for_localhost) unless its "cluster" mode is off. Off, the node IP stays loopback
+# and nothing listens beyond it; a node started that way cannot take other nodes (single-node only).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def loopback_only_ray() -> None:
+    """Make the next local Ray of this process (and the processes it starts) listen on 127.0.0.1 only."""
+    os.environ.update(LOOPBACK_ENV)
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import time: the driver may have imported ray already
+
+
 def init_ray(cfg: SweepConfig) -> bool:
-    """Connect to `ray.address` / $RAY_ADDRESS, else start a local Ray. True if we started it."""
+    """Connect to `ray.address` / $RAY_ADDRESS, else start a local Ray that listens on 127.0.0.1 only.
+    True if we started it."""
     import ray
 
     if ray.is_initialized():
@@ -96,12 +113,14 @@ def init_ray(cfg: SweepConfig) -> bool:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
+        loopback_only_ray()
         ray.init(
             address="local",
             num_cpus=cfg.ray.num_cpus or os.cpu_count(),
             num_gpus=None,
             include_dashboard=False,
             runtime_env=runtime_env,
+            _node_ip_address="127.0.0.1",
         )
     return True
 
