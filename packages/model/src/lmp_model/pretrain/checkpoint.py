@@ -11,10 +11,17 @@ its files still match (a truncated or bit-flipped file, a deleted shard fail), f
 intact one with a warning naming the bad folder, and moves the bad folder aside as
 `corrupt-<tag>-<time>` (kept for inspection; never listed, resumed or pruned). Checkpoints written
 before manifests existed (no "files" in the marker) are trusted as before.
+
+Loading never runs code from a checkpoint: DeepSpeed's own engine unpickles with
+`torch.load(weights_only=False)`; `WeightsOnlyCheckpointEngine` (installed on every engine by the
+trainer) loads every file of a checkpoint with `weights_only=True` and allows exactly the globals our
+checkpoints hold (`checkpoint_globals`, measured on ZeRO 0-3, fp32 and bf16); anything else is refused
+with a `CheckpointError` naming the file, before the object is built.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,6 +45,72 @@ log = logging.getLogger("lmp_model.pretrain")
 
 class CheckpointError(RuntimeError):
     """No checkpoint of the run can be trusted (the message names each folder and what is wrong)."""
+
+
+def checkpoint_globals() -> list[Any]:
+    """The non-tensor classes and functions DeepSpeed's checkpoint files of our runs hold: numpy arrays
+    (the numpy RNG state in the client state), and in ZeRO optimizer states DeepSpeed's loss scaler,
+    ZeRO stage enum and fragment addresses."""
+    import numpy as np
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    uint32 = type(np.dtype(np.uint32))  # numpy.dtypes.UInt32DType: the MT19937 key array
+    return [
+        np._core.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        uint32,
+        LossScaler,
+        ZeroStageEnum,
+        fragment_address,
+    ]
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """`torch.load(weights_only=True)` with `checkpoint_globals` allowed; `CheckpointError` naming the file
+    if it holds anything else (a crafted pickle is refused before it can run)."""
+    import pickle
+
+    with torch.serialization.safe_globals(checkpoint_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            text = str(e)
+            why = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0][:300]
+            raise CheckpointError(
+                f"checkpoint file {path} holds objects a checkpoint of lmp-pretrain never holds; not loaded "
+                f"(weights_only): {why}"
+            ) from e
+
+
+@functools.cache
+def _weights_only_engine_class() -> type:
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        """DeepSpeed's TorchCheckpointEngine, loading with `safe_load` (weights_only) instead of pickle."""
+
+        def load(self, path: str, map_location: Any = None) -> Any:
+            return safe_load(path, map_location)
+
+    return WeightsOnlyCheckpointEngine
+
+
+def weights_only_engine(engine: Any) -> Any:
+    """Make `engine.checkpoint_engine` (DeepSpeed's TorchCheckpointEngine) load with `safe_load`; saving and
+    its settings are unchanged. Every file `engine.load_checkpoint` reads goes through it. Returns the
+    engine."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    current = engine.checkpoint_engine
+    if type(current) is not TorchCheckpointEngine:
+        raise RuntimeError(
+            f"unexpected DeepSpeed checkpoint engine {type(current).__name__}: cannot load safely"
+        )
+    current.__class__ = _weights_only_engine_class()
+    return engine
 
 
 def tag_for(step: int) -> str:

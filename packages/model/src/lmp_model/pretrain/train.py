@@ -231,7 +231,7 @@ class _Trainer:
             config=deepspeed_config(cfg, accum, ctx.world, bf16),
             lr_scheduler=cosine_schedule(cfg, total_steps),
         )
-        self.engine = engine
+        self.engine = ckpt.weights_only_engine(engine)  # resume never unpickles code (weights_only)
         self.data = data
         start_step, run_id, resumed_from = 0, None, None
         if resume_tag is not None:
