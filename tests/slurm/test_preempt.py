@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lmp_model.pretrain import preempt
+
+# spawned ranks unpickle `_rank` by this module's name (tests.slurm.test_preempt): the repo root must be
+# importable in them whatever ran before in this pytest process
+if str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 @pytest.fixture(autouse=True)
