@@ -8,7 +8,7 @@ exported model, tracked as one MLflow child run; a no-pretraining trial is the p
 training) alone. Trial seed s pretrains (or initialises) with seed s and probes with seed
 s + probe.seed_offset (1000), the same probe seeds in every row.
 
-    .venv/bin/python experiments/ablate_losses.py                 # default scale, demo data, ~15 min
+    .venv/bin/python experiments/ablate_losses.py                 # default scale, demo data, ~25 min (target 15)
     .venv/bin/python experiments/ablate_losses.py --scale smoke   # < 2 min
     .venv/bin/python experiments/ablate_losses.py --scale paper --store S --eval-store E --labels L
     .venv/bin/python experiments/ablate_losses.py --resume        # continue the newest interrupted sweep

@@ -1,7 +1,7 @@
 """Generate docs/results.md: Tables 1-3 as this project reproduces them, beside the paper's numbers.
 
 By default it runs the three sweeps at the default scale with 3 seeds (ablate_losses, ablate_seq_len,
-ablate_features; one after the other, each within ~15 min on 2 cores), then reads their result tables.
+ablate_features; one after the other, each ~15-25 min on 2 cores), then reads their result tables.
 `--reuse` takes the newest complete sweep of each table at that scale instead of running it;
 `--sweep TABLE=DIR` names one explicitly.
 
