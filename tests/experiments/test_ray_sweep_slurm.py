@@ -60,7 +60,7 @@ def test_ray_sweep_in_slurm_allocation(slurm_env, tmp_path):
         "experiments/ablate_losses.py",
         *sweep_args(tmp_path, "slurm-sweep"),
         "--only",
-        "none",
+        "none-random",
     ]
     proc = subprocess.run(cmd, env=slurm_env, capture_output=True, text=True, timeout=1500)
     log = out_file.read_text() if out_file.exists() else ""
@@ -75,7 +75,7 @@ def test_ray_sweep_in_slurm_allocation(slurm_env, tmp_path):
     )
     sweep_dir = next((tmp_path / "sweeps").glob("losses-smoke-*"))
     trials = pl.read_parquet(sweep_dir / "results" / "trials.parquet")
-    assert trials["key"].to_list() == ["none-s0"] and trials["status"].to_list() == ["ok"]
+    assert trials["key"].to_list() == ["none-random-s0"] and trials["status"].to_list() == ["ok"]
     # the job stopped its own Ray: nothing left listening, its temp folder removed
     assert not temp_dir.exists()
     assert not _port_busy(int(m.group(2)))

@@ -31,7 +31,7 @@ def test_interrupted_sweep_resumes(tmp_path):
     args = [
         *sweep_args(tmp_path, "resume-test"),
         "--only",
-        "none,full",
+        "none-random,full",
         "ray.max_concurrent_trials=1",
         "pretrain_overrides=[train.steps=1500]",  # long enough to be interrupted mid-pretraining
     ]
@@ -42,7 +42,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         _wait_for(sweeps, proc)
         _wait_for(next(iter(sweeps.glob("losses-smoke-*")), sweeps / "missing") / "sweep.json", proc)
         sweep_dir = next(sweeps.glob("losses-smoke-*"))
-        _wait_for(sweep_dir / "trials" / "none-s0" / "attempt-1" / "metrics.json", proc)
+        _wait_for(sweep_dir / "trials" / "none-random-s0" / "attempt-1" / "metrics.json", proc)
         # inside the second trial's pretraining: its step log exists
         _wait_for(sweep_dir / "trials" / "full-s0" / "attempt-1" / "full-s0" / "metrics.jsonl", proc)
         proc.send_signal(signal.SIGINT)
@@ -59,10 +59,10 @@ def test_interrupted_sweep_resumes(tmp_path):
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     trials = pl.read_parquet(sweep_dir / "results" / "trials.parquet")
-    assert trials["key"].to_list() == ["none-s0", "full-s0"]
+    assert trials["key"].to_list() == ["none-random-s0", "full-s0"]
     assert trials["status"].to_list() == ["ok", "ok"]
     # the finished trial was not run again; the interrupted one got a second attempt
-    assert not (sweep_dir / "trials" / "none-s0" / "attempt-2").exists()
+    assert not (sweep_dir / "trials" / "none-random-s0" / "attempt-2").exists()
     assert (sweep_dir / "trials" / "full-s0" / "attempt-2" / "metrics.json").exists()
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -73,7 +73,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'"
     )
     status = sorted((r.data.tags["lmp.trial"], r.info.status) for r in children)
-    assert [s for s in status if s[0] == "none-s0"] == [("none-s0", "FINISHED")]
+    assert [s for s in status if s[0] == "none-random-s0"] == [("none-random-s0", "FINISHED")]
     full = [s for k, s in status if k == "full-s0"]
     # one finished run; the interrupted attempt's run (if it got as far as opening one) is not left RUNNING
     assert full.count("FINISHED") == 1 and set(full) <= {"FINISHED", "KILLED", "FAILED"}, status

@@ -245,14 +245,14 @@ def test_short_pretraining_drives_every_term_below_its_chance_level(store, tmp_p
     ratios = {}
     for t in terms:
         loss = np.mean([h[f"loss/{t}"] for h in last])
-        chance = np.mean([h[f"chance/{t}"] for h in last])
+        chance = np.mean([h[f"loss_chance/{t}"] for h in last])
         assert chance > 1.0, t  # ln of a real candidate count
         ratios[t] = loss / chance
     assert max(ratios.values()) < 0.85, ratios
     rows = [
         json.loads(line) for line in (tmp_path / "runs" / "learn" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert all(f"chance/{t}" in rows[-1] for t in terms)
+    assert all(f"loss_chance/{t}" in rows[-1] for t in terms)
 
 
 def test_model_file_override_on_the_command_line_is_used():

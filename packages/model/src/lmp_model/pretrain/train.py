@@ -405,8 +405,9 @@ class _Trainer:
             assert sums is not None and names is not None
             means = (sums / accum).tolist()
             rec = {"step": step, **{f"loss/{n}": v for n, v in zip(names, means)}}
-            # chance level of each term beside it: ln(candidates), averaged over micro-batches and ranks
-            rec |= {f"chance/{n}": v for n, v in zip(names[1:], means[len(names) :])}
+            # each term's chance level ln(candidates), averaged over micro-batches and ranks; named loss_chance/
+            # so that MLflow (alphabetical chart sections) shows the losses first
+            rec |= {f"loss_chance/{n}": v for n, v in zip(names[1:], means[len(names) :])}
             rec |= {"lr": lr, "perf/windows_per_s": global_batch / dt, "perf/data_wait_frac": wait / dt}
             rec["perf/step_time_s"] = dt
             self.history.append(rec)
@@ -594,7 +595,7 @@ class _Trainer:
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
         for key in [k for k in self.history[0] if k.startswith("loss/") and k != "loss/total"]:
             (line,) = ax.plot(steps, [r[key] for r in self.history], label=key[5:], lw=1.2)
-            chance = "chance/" + key[5:]
+            chance = "loss_chance/" + key[5:]
             if chance in self.history[0]:  # each term's chance level, dashed in its colour
                 ax.plot(steps, [r.get(chance, float("nan")) for r in self.history], ls="--", lw=0.8,
                         color=line.get_color())  # fmt: skip
