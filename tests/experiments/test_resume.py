@@ -33,7 +33,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         "--only",
         "none-random,full",
         "ray.max_concurrent_trials=1",
-        "pretrain_overrides=[train.steps=1500]",  # long enough to be interrupted mid-pretraining
+        "pretrain_overrides=[train.steps=600]",  # long enough to be interrupted mid-pretraining
     ]
     cmd = [str(PY), str(REPO / "experiments" / "ablate_losses.py"), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
