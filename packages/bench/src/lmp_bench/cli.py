@@ -16,7 +16,6 @@ import argparse
 import logging
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from lmp_bench.features import DEFAULT_FEATURES
@@ -283,10 +282,9 @@ def _resolve_model(model: str):
 
 def _report(args, exc: BaseException) -> int:
     """The one error report of every subcommand: one line, the traceback too with -v."""
-    if getattr(args, "verbose", False):
-        traceback.print_exception(exc)
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    print(f"lmp-bench {args.command}: error: {msg}", file=sys.stderr)
+    from lmp_data.cli import print_error
+
+    print_error(f"lmp-bench {args.command}", exc, getattr(args, "verbose", False))
     return 1
 
 

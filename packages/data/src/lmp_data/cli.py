@@ -43,14 +43,20 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
-def report(command: str, exc: BaseException, verbose: bool) -> int:
-    """Print `lmp-data COMMAND: error: MESSAGE` (and the traceback when `verbose`); the exit status."""
+def print_error(prog: str, exc: BaseException, verbose: bool) -> None:
+    """The one-line error of every lmp CLI: `PROG: error: MESSAGE` on stderr, the traceback first with -v.
+    A KeyError shows its key, an OSError its file name."""
     if verbose:
         traceback.print_exception(exc)
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in str(msg):
         msg = f"{exc.filename}: {msg}"
-    print(f"lmp-data {command}: error: {msg}", file=sys.stderr)
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+
+
+def report(command: str, exc: BaseException, verbose: bool) -> int:
+    """Print `lmp-data COMMAND: error: MESSAGE` (and the traceback when `verbose`); the exit status."""
+    print_error(f"lmp-data {command}", exc, verbose)
     return EXIT_ERROR
 
 

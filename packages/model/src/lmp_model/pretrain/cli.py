@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import traceback
 
 EPILOG = """examples:
   lmp-pretrain experiments/configs/pretrain/demo.yaml
@@ -50,12 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def error(exc: BaseException, verbose: bool, code: int = 2) -> int:
     """Report `exc` as one line `lmp-pretrain: error: ...` (the traceback first when `verbose`)."""
-    if verbose:
-        traceback.print_exception(exc)
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in str(msg):
-        msg = f"{exc.filename}: {msg}"
-    print(f"lmp-pretrain: error: {msg}", file=sys.stderr)
+    from lmp_data.cli import print_error
+
+    print_error("lmp-pretrain", exc, verbose)
     return code
 
 
