@@ -499,7 +499,6 @@ class _Trainer:
 
         Collective under ZeRO-3 (every rank gathers its partitions); a state_dict write otherwise.
         """
-        from lmp_model.export import save_pretrained
 
         engine, data = self.engine, self.data
         if self.cfg.train.zero_stage == 3:  # partitioned weights: gather them onto rank 0
@@ -519,19 +518,25 @@ class _Trainer:
                 "mlflow_run_id": self.run_id,
                 "snapshot": True,
             }
-            out = save_pretrained(
-                self.run_dir / SNAPSHOTS / f"step_{step}",
-                state,
-                cfg=self.cfg.model,
-                dims=data.dims,
-                encoders=data.encoders,
-                pretrain_yaml=config_to_yaml(self.cfg),
-                meta=meta,
-            )
+            out = self._save_weights(self.run_dir / SNAPSHOTS / f"step_{step}", state, data, meta)
         self.barrier()
         return out
 
     # ---------------------------------------------------------------------------------- export
+    def _save_weights(self, out: Path, state: dict[str, torch.Tensor], data, meta: dict[str, Any]) -> Path:
+        """A weights folder (final export or snapshot) with this run's model config, dims, encoders, YAML."""
+        from lmp_model.export import save_pretrained
+
+        return save_pretrained(
+            out,
+            state,
+            cfg=self.cfg.model,
+            dims=data.dims,
+            encoders=data.encoders,
+            pretrain_yaml=config_to_yaml(self.cfg),
+            meta=meta,
+        )
+
     def _consolidated_state(self, engine, total_steps: int) -> dict[str, torch.Tensor] | None:
         """fp32 weights on rank 0: from the module (ZeRO-0) or merged from the final ZeRO checkpoint."""
         if not self.ctx.is_main:
@@ -548,7 +553,6 @@ class _Trainer:
         return {k[len(prefix) :]: v.detach().float().cpu() for k, v in state.items() if k.startswith(prefix)}
 
     def _finish(self, engine, data, total_steps: int, accum: int) -> Path:
-        from lmp_model.export import save_pretrained
 
         export_dir = self.run_dir / "export"
         state = self._consolidated_state(engine, total_steps)
@@ -562,15 +566,7 @@ class _Trainer:
                 if self.history
                 else {},
             }
-            save_pretrained(
-                export_dir,
-                state,
-                cfg=self.cfg.model,
-                dims=data.dims,
-                encoders=data.encoders,
-                pretrain_yaml=config_to_yaml(self.cfg),
-                meta=meta,
-            )
+            self._save_weights(export_dir, state, data, meta)
             png = self._plot()
             if self.tracker is not None and self.tracker.active:
                 self.tracker.log_artifact(self.run_dir / "config.yaml")
