@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: ffmpeg (decoding), SLURM + munge (local cluster for tests), chromium (MLflow UI
-# test), opencv-doc / pocketsphinx-testdata / espeak-ng (real media for tests), libsndfile.
+# test), opencv-doc / pocketsphinx-testdata / espeak-ng (real media for tests), libsndfile, postgresql (the
+# MLflow tracking server's database, run as you by scripts/tracking_server.sh; Debian's own cluster is not used).
 APT_PACKAGES=(ffmpeg slurmctld slurmd slurm-client munge chromium chromium-driver
-  opencv-doc pocketsphinx-testdata espeak-ng libsndfile1 sox)
+  opencv-doc pocketsphinx-testdata espeak-ng libsndfile1 sox postgresql)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
