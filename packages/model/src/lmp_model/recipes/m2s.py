@@ -386,6 +386,7 @@ class M2S(Recipe):
             p.requires_grad_(False)
         for p in train[cfg.stage].parameters():
             p.requires_grad_(True)
+        self.scene_q["encoder"].embed.mask_token.requires_grad_(False)  # scenes are never masked
 
     # ----------------------------------------------------------------------------------- internals
     def _shots(self, batch: Mapping[str, Any], prefix: str = "") -> tuple[Tensor, Tensor]:
