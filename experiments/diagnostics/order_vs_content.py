@@ -69,6 +69,7 @@ def batch(movies, k: int, idx, starts) -> dict:
         "text": torch.from_numpy(get["text"]),
         "text_mask": torch.ones(n, k, dtype=torch.bool),
         "token_shot": torch.eye(k, dtype=torch.bool).expand(n, k, k).clone(),
+        "movie": [int(j) for j in idx],
     }
 
 
@@ -117,7 +118,8 @@ def main() -> None:
     )
     t0 = time.time()
     for step in range(1, a.steps + 1):
-        out = model(batch(train, k, rng.integers(len(train), size=n), rng.integers(0, 400 - k, size=n)))
+        movies = np.repeat(rng.integers(len(train), size=n // 2), 2)  # two windows per movie (data.views)
+        out = model(batch(train, k, movies, rng.integers(0, 400 - k, size=n)))
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

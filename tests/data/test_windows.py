@@ -228,3 +228,27 @@ def test_bad_arguments(store):
     ds = ShotWindows(store, 3, mode="eval")
     with pytest.raises(IndexError):
         ds[len(ds)]
+
+
+def test_views_draw_a_ranks_consecutive_windows_from_one_movie(store):
+    """data.views = 2 (the window term's positives): rank r's windows j, j+1 (j even) share a movie,
+    each with its own valid start; views = 1 draws exactly as before."""
+    world, micro, n = 2, 8, 128
+    w = ShotWindows(store, 4, mode="train", seed=5, windows_per_epoch=n, views=2, view_stride=world)
+    movies_seen = set()
+    for rank in range(world):
+        for b in range(n // world // micro):
+            j = np.arange(b * micro, (b + 1) * micro)
+            m, start = w.locate(j * world + rank)
+            assert (m[0::2] == m[1::2]).all()
+            movies_seen |= set(m.tolist())
+    assert len(movies_seen) >= 4
+    m, start = w.locate(range(n))
+    n_shots = w.n_shots[m]
+    assert (start >= 0).all() and (start <= np.maximum(n_shots - 4, 0)).all()
+    assert len(set(zip(m.tolist(), start.tolist()))) > n // 4  # starts differ within a movie
+    plain = ShotWindows(store, 4, mode="train", seed=5, windows_per_epoch=n)
+    one = ShotWindows(store, 4, mode="train", seed=5, windows_per_epoch=n, views=1, view_stride=world)
+    assert all((a == b).all() for a, b in zip(plain.locate(range(n)), one.locate(range(n))))
+    with pytest.raises(ValueError, match="views"):
+        ShotWindows(store, 4, views=0)

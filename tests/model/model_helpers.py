@@ -39,7 +39,7 @@ def make_batch(n=4, k=8, t=12, seed=0):
         "text_mask": text_mask,
         "token_shot": token_shot,
         "start": torch.zeros(n, dtype=torch.int64),
-        "movie": [f"m{j}" for j in range(n)],
+        "movie": [f"m{j // 2}" for j in range(n)],  # two windows per movie (data.views = 2)
     }
 
 

@@ -64,6 +64,8 @@ def test_chance_levels_match_brute_force_candidate_counts(contrast_masked):
             cross += has_text and (contrast_masked or free_va)
     count |= {"inter/v2a": va, "inter/a2v": va, "inter/v2l": vl, "inter/l2v": vl}
     count |= {"cross/a2l": cross, "cross/l2a": cross}
+    windows = {"video": n, "audio": n, "text": sum(bool(b["text_mask"][j].any()) for j in range(n))}
+    count |= {f"window/{m}": c - 1 + (c if m != "text" else 0) for m, c in windows.items()}  # + shuffled
     assert set(out.chance) == set(out.terms) == set(count)
     for name, c in count.items():
         assert c > 1, name
@@ -226,3 +228,56 @@ def test_exports_written_before_the_new_options_load_with_their_old_behaviour(tm
     assert loaded.cfg.cross.query == "video" and loaded.cfg.encoder.rel_pos == 0
     b = make_batch(seed=7)
     torch.testing.assert_close(loaded.encode(b)["v_ctx"], old.eval().encode(b)["v_ctx"])
+
+
+# ------------------------------------------------------------------------------------ window term
+def test_window_loss_matches_a_loop_reference():
+    from lmp_model.losses import window_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(7, 5)
+    group = torch.tensor([0, 0, 1, 1, 1, 2, 3])  # 2 and 3: no positive (negatives only)
+    loss, candidates = window_loss(z, group, 0.2)
+    zn = F.normalize(z, dim=-1)
+    per = []
+    for i in range(7):
+        pos = [j for j in range(7) if j != i and group[j] == group[i]]
+        if not pos:
+            continue
+        den = sum(math.exp(float(zn[i] @ zn[j]) / 0.2) for j in range(7) if j != i)
+        per.append(sum(-math.log(math.exp(float(zn[i] @ zn[p]) / 0.2) / den) for p in pos) / len(pos))
+    assert loss.item() == pytest.approx(sum(per) / len(per), rel=1e-5)
+    assert int(candidates) == 6
+    same = torch.ones(4, 5)  # identical embeddings: the chance level ln(N - 1)
+    assert window_loss(same, torch.tensor([0, 0, 1, 1]))[0].item() == pytest.approx(math.log(3), abs=1e-5)
+    lonely, n = window_loss(torch.randn(3, 5, requires_grad=True), torch.tensor([0, 1, 2]))
+    assert lonely.item() == 0.0 and int(n) == 0
+
+
+def test_window_term_groups_windows_by_movie_and_reads_the_time_average():
+    model = build(tiny())
+    b = make_batch(n=4, k=8, t=12, seed=1)
+    b["movie"] = ["a", "a", "b", "b"]
+    out = model(b)
+    for m, others in (("video", 7), ("audio", 7), ("text", 2)):  # 3 + 4 shuffled; window 2 has no language
+        assert out.chance[f"window/{m}"].item() == pytest.approx(math.log(others), abs=1e-6)
+        assert 0 < out.terms[f"window/{m}"].item() < 10
+    b["movie"] = ["a", "b", "c", "d"]  # no two windows of one movie: no positives, a zero term
+    out = model(b)
+    assert out.terms["window/video"].item() == 0.0 and out.chance["window/video"].item() == 0.0
+    off = build(tiny("loss.window=0"))
+    assert not any(t.startswith("window/") for t in off(b).terms) and not hasattr(off, "window_head")
+
+
+def test_shuffled_windows_hold_the_same_valid_tokens_in_another_order():
+    from lmp_model.losses import shuffle_within
+
+    x = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1).expand(2, 6, 3).clone()
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    y, ok = shuffle_within(x, valid, torch.Generator().manual_seed(0))
+    assert ok.tolist() == valid.tolist()  # valid first, padding after
+    for j in range(2):
+        assert sorted(y[j][ok[j], 0].tolist()) == x[j][valid[j], 0].tolist()
+        assert (y[j, ~ok[j]] == x[j, ~valid[j]]).all()
+    orders = {tuple(shuffle_within(x, valid)[0][0, :, 0].tolist()) for _ in range(20)}
+    assert len(orders) > 10  # really another order, not a fixed one

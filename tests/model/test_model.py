@@ -37,14 +37,14 @@ def test_forward_returns_every_term_and_the_weighted_total():
     out = model(make_batch(), generator=torch.Generator().manual_seed(0))
     assert tuple(out.terms) == ALL_TERMS
     assert all(torch.isfinite(v) and v.item() > 0 for v in out.terms.values())
-    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0}
+    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0, "window": 1.0}
     total = sum(w[name.split("/")[0]] * v.item() for name, v in out.terms.items())
     assert out.loss.item() == pytest.approx(total, rel=1e-6)
 
 
 def test_terms_are_the_losses_of_the_internal_features():
     """intra/video = Eq. 1 over the masked video tokens; inter/v2a = InfoNCE over all valid shots."""
-    model = build()
+    model = build(tiny("loss.window=0"))  # the hooks below capture the last call (the window term's is a 2nd)
     batch = make_batch()
     captured = {}
     model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
@@ -68,9 +68,11 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
     model = build(tiny("masking.random_ratio=0", "masking.keep_ratio=0"))  # every selected input [MASK]ed
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)  # the window term's shuffled negatives draw from the global RNG
     out1 = model(batch, masked=masked)
     noise = torch.randn(batch["video"].shape, generator=torch.Generator().manual_seed(2))
     changed = dict(batch, video=batch["video"] + 3.0 * noise * masked["video"].unsqueeze(-1))
+    torch.manual_seed(0)
     out2 = model(changed, masked=masked)
     for name in ALL_TERMS:
         if name == "intra/video":
@@ -87,16 +89,20 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
         (["loss.cross=0"], {"cross.audio", "cross.text"}),
         (["loss.intra=0"], {"embed.video.mask_token", "embed.audio.mask_token", "embed.text.mask_token"}),
         (
-            ["loss.intra=0", "loss.cross=0", "loss.disabled=[inter/v2l,inter/l2v]"],
+            ["loss.intra=0", "loss.cross=0", "loss.window=0", "loss.disabled=[inter/v2l,inter/l2v]"],
             {"embed.video.mask_token", "embed.audio.mask_token", "cross.audio", "cross.text"}
             | {"embed.text.proj", "embed.text.mask_token", "context.text"},
         ),
         (
-            ["loss.inter=0", "loss.cross=0", "loss.disabled=[intra/audio]"],
+            ["loss.inter=0", "loss.cross=0", "loss.window=0", "loss.disabled=[intra/audio]"],
             {"embed.audio.proj", "embed.audio.mask_token", "context.audio"} | {"cross.audio", "cross.text"},
         ),
+        (
+            ["loss.intra=0", "loss.inter=0", "loss.cross=0"],
+            {"embed.video.mask_token", "embed.audio.mask_token", "embed.text.mask_token", "cross.audio", "cross.text"},
+        ),
     ],
-    ids=["all", "no-cross", "no-intra", "v2a-only", "intra-video-text"],
+    ids=["all", "no-cross", "no-intra", "v2a-only", "intra-video-text", "window-only"],
 )
 def test_gradients_reach_exactly_the_modules_whose_loss_is_on(overrides, expect_off):
     model = build(tiny(*overrides))
@@ -111,7 +117,7 @@ def test_gradients_reach_exactly_the_modules_whose_loss_is_on(overrides, expect_
 
 def test_every_term_off_is_an_error_and_unknown_term_names_are_refused():
     with pytest.raises(ValueError, match="every loss term is off"):
-        build(tiny("loss.intra=0", "loss.inter=0", "loss.cross=0"))(make_batch())
+        build(tiny("loss.intra=0", "loss.inter=0", "loss.cross=0", "loss.window=0"))(make_batch())
     with pytest.raises(ValueError, match="loss.disabled"):
         tiny("loss.disabled=[inter/v2x]")
 
@@ -154,10 +160,14 @@ def _pad(batch, masked, extra_shots=3, extra_tokens=4):
 @pytest.mark.parametrize("shared", [False, True])
 def test_padding_does_not_change_the_loss(shared):
     # plain [MASK] replacement: BERT's random tokens are drawn from the batch, whose padding differs here
-    model = build(tiny(f"cross.shared={shared}", "masking.random_ratio=0", "masking.keep_ratio=0")).eval()
+    # no shuffled negatives either: their random order depends on the padded length
+    model = build(
+        tiny(f"cross.shared={shared}", "masking.random_ratio=0", "masking.keep_ratio=0", "loss.window_shuffled=false")
+    ).eval()
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(4))
     padded, pmasked = _pad(batch, masked)
+    padded["movie"] = batch["movie"] + ["nothing"]  # the fully padded window takes no part
     out, out_p = model(batch, masked=masked), model(padded, masked=pmasked)
     for name in ALL_TERMS:
         assert out_p.terms[name].item() == pytest.approx(out.terms[name].item(), rel=1e-4, abs=1e-5), name
@@ -364,7 +374,7 @@ def test_block_equals_torch_transformer_layer(norm_first, cross):
 
 
 def test_contrast_masked_false_leaves_masked_shots_out_of_the_contrastive_terms():
-    model = build(tiny("loss.contrast_masked=false"))
+    model = build(tiny("loss.contrast_masked=false", "loss.window=0"))  # hooks capture the last call
     batch = make_batch()
     captured = {}
     model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))

@@ -51,6 +51,10 @@ class WindowsConfig:
     """Train: windows per epoch; None means ceil(total shots / k)."""
     memory_dtype: str = "float32"
     """In-memory feature dtype: float32 makes windows plain copies; float16 halves memory."""
+    views: int = 1
+    """Train: windows drawn per movie draw (consecutive windows of a rank share a movie)."""
+    view_stride: int = 1
+    """Train: the rank count (see `ShotWindows`)."""
 
 
 def overlaps(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -74,7 +78,10 @@ class ShotWindows(Dataset):
     """Windows of `k` consecutive shots; items are dicts, batches follow `lmp_data.batch`.
 
     `store` is a `FeatureStore` (loaded into memory here) or an already loaded `InMemoryStore`;
-    `movies` restricts the windows to those movie ids (e.g. one split).
+    `movies` restricts the windows to those movie ids (e.g. one split). Train mode with `views` > 1
+    draws windows in groups of `views` from one movie (each at its own random start): window indices
+    i and i + view_stride * t share a group when they fall in the same block of `views` (view_stride =
+    the number of ranks, so that a rank's consecutive windows j, j+1, ... form the groups).
     """
 
     def __init__(
@@ -88,6 +95,8 @@ class ShotWindows(Dataset):
         seed: int = 0,
         windows_per_epoch: int | None = None,
         memory_dtype: str = "float32",
+        views: int = 1,
+        view_stride: int = 1,
     ):
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"ShotWindows: k must be a positive int, got {k!r}")
@@ -97,6 +106,9 @@ class ShotWindows(Dataset):
             isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 1
         ):
             raise ValueError(f"ShotWindows: stride must be a positive int or None, got {stride!r}")
+        if min(int(views), int(view_stride)) < 1:
+            raise ValueError(f"ShotWindows: views and view_stride must be >= 1, got {views}, {view_stride}")
+        self.views, self.view_stride = int(views), int(view_stride)
         if isinstance(store, FeatureStore):
             store = store.load_all(list(movies) if movies is not None else None, dtype=memory_dtype)
         self.mem = store
@@ -136,6 +148,8 @@ class ShotWindows(Dataset):
             seed=cfg.seed,
             windows_per_epoch=cfg.windows_per_epoch,
             memory_dtype=cfg.memory_dtype,
+            views=cfg.views,
+            view_stride=cfg.view_stride,
         )
 
     def _eval_starts(self, n: int) -> np.ndarray:
@@ -195,9 +209,19 @@ class ShotWindows(Dataset):
         with np.errstate(over="ignore"):
             base = _mix(np.uint64(self.seed % 2**64) + _GOLD * np.uint64(self.epoch + 1))
             key = _mix(base + idx.astype(np.uint64))
-        r = (key % np.uint64(self.cum_valid[-1])).astype(np.int64)
+        if self.views == 1:
+            r = (key % np.uint64(self.cum_valid[-1])).astype(np.int64)
+            j = np.searchsorted(self.cum_valid, r, side="right") - 1
+            return self.movie_idx[j], r - self.cum_valid[j]
+        # views > 1: windows idx that share a group draw one movie, each its own start in it
+        stride = np.int64(self.view_stride)
+        grp = (idx // stride // self.views) * stride + idx % stride
+        with np.errstate(over="ignore"):
+            gkey = _mix(base + grp.astype(np.uint64) + _GOLD)
+        r = (gkey % np.uint64(self.cum_valid[-1])).astype(np.int64)
         j = np.searchsorted(self.cum_valid, r, side="right") - 1
-        return self.movie_idx[j], r - self.cum_valid[j]
+        n_valid = (self.cum_valid[j + 1] - self.cum_valid[j]).astype(np.uint64)
+        return self.movie_idx[j], (key % n_valid).astype(np.int64)
 
     def window(self, index: int) -> tuple[str, int]:
         """(movie id, first shot) of window `index`."""

@@ -198,6 +198,7 @@ _LEGACY = {
     ("cross", "query"): "video",
     ("masking", "random_ratio"): 0.0,
     ("masking", "keep_ratio"): 0.0,
+    ("loss", "window"): 0.0,
 }
 
 

@@ -155,3 +155,52 @@ def cross_modal_loss(
     if "l2a" in terms:
         out["l2a"] = info_nce(vl, va, temperature)
     return out
+
+
+def shuffle_within(x: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Each window's valid positions in a random order: x [N, L, D], valid [N, L] -> (x', valid'),
+    the valid tokens first (shuffled), then the padding."""
+    keys = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)
+    pos = torch.arange(valid.shape[1], device=valid.device, dtype=keys.dtype)
+    order = torch.where(valid, keys, 2.0 + pos).argsort(dim=1)
+    return x.gather(1, order.unsqueeze(-1).expand_as(x)), valid.gather(1, order)
+
+
+def time_average(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the valid positions of each window: x [N, L, d], mask [N, L] -> [N, d] (zeros if none)."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
+
+
+def window_loss(
+    z: Tensor, group: Tensor, temperature: float = 0.1, negatives: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The window term: each window must pick out the other windows of its group (its movie).
+
+    z [N, d] one embedding per window, group [N] ints (windows of one movie share a value), negatives
+    [M, d] extra candidates that are never positive (e.g. the windows with their shots shuffled). For
+    every anchor i with at least one positive P_i = {j != i: group_j = group_i}:
+    loss_i = -mean_{p in P_i} log softmax_{c}(cos(z_i, c) / temperature)[p] over the candidates c = z_j
+    (j != i) and all negatives (the multi-positive InfoNCE of SupCon), averaged over those anchors.
+    Returns (loss, candidates per anchor = N - 1 + M, or 0 when no window has a positive: the loss is
+    then a zero connected to the graph).
+    """
+    if z.dim() != 2 or group.shape != z.shape[:1]:
+        raise ValueError(
+            f"window_loss: expected z [N, d] and group [N], got {tuple(z.shape)}, {tuple(group.shape)}"
+        )
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    pos = (group[:, None] == group[None, :]) & ~eye
+    anchors = pos.any(dim=1)
+    if n < 2 or not anchors.any():
+        return _zero(z), z.new_zeros((), dtype=torch.long)
+    zn = F.normalize(z.float(), dim=-1)
+    logits = (zn @ zn.T / temperature).masked_fill(eye, float("-inf"))
+    m = 0
+    if negatives is not None and negatives.shape[0]:
+        m = negatives.shape[0]
+        logits = torch.cat([logits, zn @ F.normalize(negatives.float(), dim=-1).T / temperature], dim=1)
+    logp = logits.log_softmax(dim=1)[:, :n].masked_fill(eye, 0.0)
+    per_anchor = -(logp * pos).sum(dim=1) / pos.sum(dim=1).clamp(min=1)
+    return per_anchor[anchors].mean(), torch.as_tensor(n - 1 + m, device=z.device)

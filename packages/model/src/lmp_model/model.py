@@ -21,6 +21,9 @@ from lmp_model.losses import (
     inter_modal_loss,
     intra_modal_loss,
     language_per_shot,
+    shuffle_within,
+    time_average,
+    window_loss,
 )
 from lmp_model.modules import (
     ContextualEncoder,
@@ -42,6 +45,22 @@ class LMPOutput:
     loss: Tensor
     terms: dict[str, Tensor]
     chance: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _window_head(d: int, kind: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(d, d)
+    return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+
+def _window_groups(movies: object, device: torch.device) -> Tensor | None:
+    """The batch's `movie` field (ids, one per window) as group ints for the window term; None if absent."""
+    if movies is None:
+        return None
+    if isinstance(movies, Tensor):
+        return movies.to(device).long().reshape(-1)
+    index: dict[object, int] = {}
+    return torch.tensor([index.setdefault(m, len(index)) for m in movies], dtype=torch.long, device=device)
 
 
 class LMP(nn.Module):
@@ -70,6 +89,8 @@ class LMP(nn.Module):
             self.cross = nn.ModuleDict({"shared": CrossModalTransformer(d, cfg.cross, num_sources=2)})
         else:
             self.cross = nn.ModuleDict({m: CrossModalTransformer(d, cfg.cross) for m in _CROSS_SOURCES})
+        if cfg.loss.window > 0 and cfg.loss.window_head != "none":
+            self.window_head = nn.ModuleDict({m: _window_head(d, cfg.loss.window_head) for m in MODALITIES})
 
     # ----------------------------------------------------------------------------------------- input
     def check_batch(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
@@ -171,7 +192,14 @@ class LMP(nn.Module):
         intra_mods = [t.split("/")[1] for t in terms_on if t.startswith("intra/")]
         inter = tuple(t.split("/")[1] for t in terms_on if t.startswith("inter/"))
         cross = tuple(t.split("/")[1] for t in terms_on if t.startswith("cross/"))
-        need = set(intra_mods)
+        group = _window_groups(batch.get("movie"), b["video"].device)
+        window = [t.split("/")[1] for t in terms_on if t.startswith("window/")] if group is not None else []
+        if not (intra_mods or inter or cross or window):
+            raise ValueError(
+                "LMP.forward: the only terms on are window terms and the batch has no 'movie' field to "
+                "group windows by"
+            )
+        need = set(intra_mods) | set(window)
         if {"v2a", "a2v"} & set(inter):
             need |= {"video", "audio"}
         if {"v2l", "l2v"} & set(inter):
@@ -188,11 +216,12 @@ class LMP(nn.Module):
             for m in intra_mods
         }
 
-        ctx, tgt = {}, {}
+        ctx, tgt, tokens = {}, {}, {}
         for m in MODALITIES:
             if m in need:
                 to_mask, swap = replace.get(m, (None, None))
-                ctx[m], tgt[m] = self._contextual(m, b, to_mask, swap)
+                tokens[m], tgt[m] = self.embed[m](b[m], to_mask, swap)
+                ctx[m] = self.context[m](tokens[m], b[_VALID_KEY[m]])
 
         terms: dict[str, Tensor] = {}
         counts: dict[str, Tensor] = {}
@@ -241,7 +270,25 @@ class LMP(nn.Module):
             terms |= {f"cross/{name}": cm[name] for name in cross}
             counts |= {f"cross/{name}": pairs.sum() for name in cross}
 
-        weight = {"intra": cfg.loss.intra, "inter": cfg.loss.inter, "cross": cfg.loss.cross}
+        for m in window:
+            valid = b["shot_mask"] if m != "text" else b["text_mask"]
+            z = time_average(ctx[m], valid)
+            if hasattr(self, "window_head"):
+                z = self.window_head[m](z)
+            rows = valid.any(dim=1)  # windows with no language take no part in the text term
+            neg = None
+            if cfg.loss.window_shuffled and m != "text":
+                # the same input tokens ([MASK]s included) in another order: only order tells them apart
+                x, ok = shuffle_within(tokens[m], valid, generator)
+                neg = time_average(self.context[m](x, ok), ok)
+                if hasattr(self, "window_head"):
+                    neg = self.window_head[m](neg)
+                neg = neg[rows]
+            terms[f"window/{m}"], counts[f"window/{m}"] = window_loss(z[rows], group[rows], tau, neg)
+
+        weight = {
+            "intra": cfg.loss.intra, "inter": cfg.loss.inter, "cross": cfg.loss.cross, "window": cfg.loss.window
+        }  # fmt: skip
         loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
         return LMPOutput(loss=loss, terms=terms, chance={n: chance_level(counts[n]) for n in terms})
 

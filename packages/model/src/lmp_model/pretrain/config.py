@@ -49,6 +49,10 @@ class DataConfig:
     """Keep only these movie ids (empty: all)."""
     prefetch: int = 2
     """Batches prepared ahead by a background thread (0: build each batch inline)."""
+    views: int = 2
+    """Windows drawn per movie: a micro-batch holds micro_batch / views movies with `views` windows
+    each (random starts), the positives of the window term (`model.loss.window`). 1: every window from
+    an independent draw (then the window term has no positives: set model.loss.window=0)."""
 
 
 @dataclass
@@ -163,6 +167,7 @@ def validate(cfg: PretrainConfig) -> None:
         (d.k <= cfg.model.max_shots, "data.k", f"<= model.max_shots={cfg.model.max_shots}, got {d.k}"),
         (d.windows_per_epoch is None or d.windows_per_epoch >= 1, "data.windows_per_epoch", ">= 1 or null"),
         (d.prefetch >= 0, "data.prefetch", f">= 0, got {d.prefetch}"),
+        (d.views >= 1 and t.micro_batch % d.views == 0, "data.views", f">= 1 and a divisor of train.micro_batch={t.micro_batch}, got {d.views}"),
         (bool(d.store) or d.demo in DEMO_SIZES, "data.store", f"a store folder, or data.demo in {DEMO_SIZES}"),
         (not d.demo or d.demo in DEMO_SIZES, "data.demo", f"one of {DEMO_SIZES} or empty, got {d.demo!r}"),
         (d.memory_dtype in ("float32", "float16"), "data.memory_dtype", f"float32 or float16, got {d.memory_dtype!r}"),

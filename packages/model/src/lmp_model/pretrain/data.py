@@ -86,7 +86,7 @@ def select_movies(store: Any, cfg: DataConfig) -> list[str]:
     return ids
 
 
-def load_train_data(cfg: DataConfig, seed: int, is_main: bool, barrier: Any) -> TrainData:
+def load_train_data(cfg: DataConfig, seed: int, is_main: bool, barrier: Any, world: int = 1) -> TrainData:
     from lmp_data import FeatureStore, ShotWindows
 
     path = resolve_store(cfg, is_main, barrier)
@@ -100,6 +100,8 @@ def load_train_data(cfg: DataConfig, seed: int, is_main: bool, barrier: Any) -> 
         seed=seed,
         windows_per_epoch=cfg.windows_per_epoch,
         memory_dtype=cfg.memory_dtype,
+        views=cfg.views,
+        view_stride=world,
     )
     return TrainData(windows, path, store.encoders, dict(store.dims), ids)
 
