@@ -32,7 +32,11 @@ from lmp_bench.features import (
     DEFAULT_FEATURES,
     ClipFeatures,
     base_features,
+    check_model_features,
     encode_clips,
+    model_default_features,
+    model_features,
+    model_label,
     parse_features,
 )
 from lmp_bench.lvu import TASKS
@@ -60,7 +64,8 @@ def open_store(store):
 
 
 def resolve_model(model: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(LMP, info) from an LMP, an export folder, "runs:/<id>[/path]" or a bare run id.
+    """(model, info) from a model, an export folder, "runs:/<id>[/path]" or a bare run id (any recipe:
+    LMP, HSSL, M2S; `lmp_model.export.load_pretrained`).
 
     info: `source` (what was given), `pretrain_run_id` (the MLflow run that produced the weights, when
     known) and `k` (the pretraining window length the export records, when known).
@@ -173,7 +178,9 @@ def evaluate_lvu(
     seeds: a count (0..n-1) or explicit seeds; probe: "linear", "mlp" or a `ProbeConfig`.
     k / stride: eval window length (default: the model's pretraining k if recorded, else 30; capped
     at the model's max_shots) and stride (default k). strict: labelled clips missing from the store are
-    an error. method: the row label (default "LMP"; no-pretraining rows: `NO_PRETRAIN`).
+    an error. method: the row label (default the recipe's: "LMP", "HSSL", "M2S"; no-pretraining rows:
+    `NO_PRETRAIN`). A model of another recipe than LMP probes its own features; left at the LMP default,
+    `features` becomes the recipe's default (HSSL v_ctx, M2S v_scene: `lmp_model.recipes.RECIPES`).
 
     With model=None: `no_pretrain` names the baselines ("base", "random_init", "scratch", or several;
     default the two cheap ones), `model_config` their architecture (default `ModelConfig()`),
@@ -232,6 +239,7 @@ def evaluate_lvu(
     from lmp_model.export import check_store_encoders
 
     check_store_encoders(lmp, store.encoders)
+    names = _model_names(lmp, features, names)
     kk = _window_k(lmp, k, info.get("k"))
     if all(n in BASE_FEATURES for n in names):
         feats = base_features(store)
@@ -239,7 +247,18 @@ def evaluate_lvu(
         feats = encode_clips(
             lmp, store, k=kk, stride=stride, batch_size=batch_size, threads=threads, features=names
         )
-    return _run(feats, names, method=method or "LMP", **common)
+    return _run(feats, names, method=method or model_label(lmp), **common)
+
+
+def _model_names(model, features, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The features to probe `model` with: `names`, except that the untouched LMP default becomes the
+    model's own default when the model lacks one of them (another recipe); checked against the model."""
+    if features == DEFAULT_FEATURES and any(n not in model_features(model) for n in names):
+        own = parse_features(model_default_features(model))
+        log.info("%s model: probing its default features %s", model_label(model), "+".join(own))
+        names = own
+    check_model_features(model, names)
+    return names
 
 
 def _window_k(model, k: int | None, recorded: int | None = None) -> int:
@@ -267,6 +286,7 @@ def features_matrix(
         f = base_features(store)
     else:
         lmp, info = resolve_model(model)
+        names = _model_names(lmp, features, names)
         kk = _window_k(lmp, kw.pop("k", None), info.get("k"))
         f = encode_clips(lmp, store, k=kk, features=names, **kw)
     return f.clip_ids, f.combine(names)

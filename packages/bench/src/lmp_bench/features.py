@@ -13,6 +13,9 @@ Each feature is averaged over its valid positions in the clip:
 
 `encode_clips` returns every feature at once, so any combination (`v_ctx+a_ctx+v_cross_a`) is a
 concatenation of cached arrays. Results are cached in memory per (model, store, k, stride).
+
+Any pretraining recipe (`lmp_model.recipes`: LMP, HSSL, M2S) is encoded the same way: the recipe
+declares its features and the mask each is averaged under (`model_features`); the names above are LMP's.
 """
 
 from __future__ import annotations
@@ -38,15 +41,72 @@ _MASK = {"v_cross_l": "v_cross_l_mask", "l_shot": "l_shot_mask", "l_ctx": "text_
 DEFAULT_FEATURES = "v_ctx+a_ctx+v_cross_a"  # the paper's best combination (Table 3)
 
 
+def _recipes():
+    from lmp_model.recipes import RECIPES
+
+    return RECIPES
+
+
+def all_features() -> tuple[str, ...]:
+    """Every feature name some recipe provides (LMP's first)."""
+    out = list(FEATURES)
+    for spec in _recipes().values():
+        out += [n for n in spec.features if n not in out]
+    return tuple(out)
+
+
+def model_features(model) -> dict[str, str]:
+    """{feature: mask key in `model.encode`'s output} the model provides: its recipe's declaration
+    (`lmp_model.recipes.recipe_features`); LMP's for a model of no registered recipe."""
+    from lmp_model.recipes import recipe_features
+
+    try:
+        return recipe_features(model)
+    except ValueError:
+        return {n: _MASK.get(n, "shot_mask") for n in FEATURES}
+
+
+def model_default_features(model) -> str:
+    """The features a model is probed with unless told otherwise (its recipe's; LMP: DEFAULT_FEATURES)."""
+    from lmp_model.recipes import recipe_spec
+
+    try:
+        return recipe_spec(model).default_features
+    except ValueError:
+        return DEFAULT_FEATURES
+
+
+def model_label(model) -> str:
+    """Row label of a model's results: its recipe's ("LMP", "HSSL", "M2S"); "LMP" otherwise."""
+    from lmp_model.recipes import recipe_spec
+
+    try:
+        return recipe_spec(model).label
+    except ValueError:
+        return "LMP"
+
+
+def check_model_features(model, names: Sequence[str]) -> None:
+    """ValueError naming the recipe and what it provides when it lacks one of `names`."""
+    have = model_features(model)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ValueError(
+            f"features {missing} are not provided by the {model_label(model)} model "
+            f"(it provides {'+'.join(have)}; default {model_default_features(model)})"
+        )
+
+
 def parse_features(spec: str | Sequence[str]) -> tuple[str, ...]:
     """ "v_ctx+a_ctx" or ["v_ctx", "a_ctx"] -> ("v_ctx", "a_ctx"), validated, order kept."""
+    known = all_features()
     names = [s.strip() for s in spec.split("+")] if isinstance(spec, str) else [str(s) for s in spec]
     names = [n for n in names if n]
     if not names:
-        raise ValueError(f"no features given; expected names from {FEATURES} joined by '+'")
-    bad = [n for n in names if n not in FEATURES]
+        raise ValueError(f"no features given; expected names from {known} joined by '+'")
+    bad = [n for n in names if n not in known]
     if bad:
-        raise ValueError(f"unknown feature(s) {bad}; expected names from {FEATURES} joined by '+'")
+        raise ValueError(f"unknown feature(s) {bad}; expected names from {known} joined by '+'")
     if len(set(names)) != len(names):
         raise ValueError(f"feature listed twice in {'+'.join(names)}")
     return tuple(names)
@@ -216,19 +276,27 @@ def clip_windows(mem, clip_ids: Sequence[str], k: int, stride: int | None = None
 
 
 def pool_windows(
-    out: dict, shot_w: torch.Tensor, rows, n_rows: int, names: Sequence[str], dtype=torch.float32
+    out: dict,
+    shot_w: torch.Tensor,
+    rows,
+    n_rows: int,
+    names: Sequence[str],
+    dtype=torch.float32,
+    masks: dict[str, str] | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per clip row: (weighted sum [n_rows, D], summed weight [n_rows]) of each feature over windows.
 
     `out` is `model.encode`'s output for windows whose clip rows are `rows` (ints in [0, n_rows)).
-    Differentiable; the time average is sum / weight (see the module docstring for the weights).
+    `masks`: {feature: its mask key} (`model_features`; default LMP's). Differentiable; the time average
+    is sum / weight (see the module docstring for the weights).
     """
     rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
     res = {}
     for name in names:
         feat = out[name].float()
-        mask = out[_MASK.get(name, "shot_mask")].float()
-        w = mask if name == "l_ctx" else mask * shot_w.to(mask.device)
+        key = (masks or _MASK).get(name, "shot_mask")
+        mask = out[key].float()
+        w = mask if key == "text_mask" else mask * shot_w.to(mask.device)  # per token: no shot weights
         win_sum = (feat * w.unsqueeze(-1)).sum(1).to(dtype)
         s = torch.zeros(n_rows, feat.shape[-1], dtype=dtype, device=feat.device).index_add(
             0, rows.to(feat.device), win_sum
@@ -245,9 +313,21 @@ def time_average(pooled: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[s
     return {n: s / w.clamp_min(1e-12).unsqueeze(-1) for n, (s, w) in pooled.items()}
 
 
-def needs_text(names: Sequence[str]) -> bool:
-    """Whether any of these features depends on the language tokens."""
-    return any(n not in TEXT_FREE for n in names)
+def text_free(model=None) -> tuple[str, ...]:
+    """Features of `model` that do not depend on the language tokens: LMP's `TEXT_FREE`; for another
+    recipe all of its features when it reads no language (`model.modalities`), else the base ones."""
+    have = model_features(model) if model is not None else dict.fromkeys(FEATURES)
+    if model is None or set(have) == set(FEATURES):
+        return TEXT_FREE
+    if "text" in tuple(getattr(model, "modalities", ("text",))):
+        return tuple(n for n in have if n in BASE_FEATURES)
+    return tuple(have)
+
+
+def needs_text(names: Sequence[str], model=None) -> bool:
+    """Whether any of these features (of `model`; default LMP) depends on the language tokens."""
+    free = text_free(model)
+    return any(n not in free for n in names)
 
 
 @torch.no_grad()
@@ -273,14 +353,18 @@ def encode_clips(
     (d=128, k=30: the language branch is most of the encoder's work).
     """
     stride = stride or k
-    names = FEATURES if features is None else parse_features(features)
-    text = needs_text(names)
+    masks = model_features(model)
+    every = tuple(masks)
+    names = every if features is None else parse_features(features)
+    check_model_features(model, names)
+    text = needs_text(names, model)
     if not text:
-        names = tuple(n for n in FEATURES if n in TEXT_FREE)  # all text-free ones cost the same
+        free = text_free(model)
+        names = tuple(n for n in every if n in free)  # all text-free ones cost the same
     base_key = (_store_key(store), tuple(clip_ids) if clip_ids is not None else None, int(k), int(stride))
     key = base_key + (names,)
     per_model = _CACHE.setdefault(model, {}) if cache else {}
-    for cand in (base_key + (FEATURES,), key):
+    for cand in (base_key + (every,), key):
         if cand in per_model:
             return per_model[cand]
     max_shots = getattr(getattr(model, "cfg", None), "max_shots", None)
@@ -295,7 +379,7 @@ def encode_clips(
     model.eval()
     try:
         with torch_threads(threads):
-            arrays = _encode_windows(model, cw, batch_size, names, text)
+            arrays = _encode_windows(model, cw, batch_size, names, text, masks)
     finally:
         model.train(was_training)
     res = _drop_nonfinite(ClipFeatures(ids, arrays, failed))
@@ -303,7 +387,7 @@ def encode_clips(
     return res
 
 
-def _encode_windows(model, cw: ClipWindows, batch_size: int, names, text: bool) -> dict:
+def _encode_windows(model, cw: ClipWindows, batch_size: int, names, text: bool, masks=None) -> dict:
     """Weighted sums of each feature over the clip's windows, divided by the summed weights."""
     max_tokens = getattr(getattr(model, "cfg", None), "max_tokens", None)
     n_clips = len(cw.clip_ids)
@@ -314,7 +398,8 @@ def _encode_windows(model, cw: ClipWindows, batch_size: int, names, text: bool) 
         batch, shot_w, rows, trunc = cw.batch(idx, max_tokens, text=text)
         truncated += trunc
         out = {n: v.cpu() for n, v in model.encode(batch).items()}
-        for name, (s, w) in pool_windows(out, shot_w, rows, n_clips, names, torch.float64).items():
+        pooled = pool_windows(out, shot_w, rows, n_clips, names, torch.float64, masks)
+        for name, (s, w) in pooled.items():
             if name in sums:
                 sums[name][0].add_(s)
                 sums[name][1].add_(w)

@@ -33,12 +33,16 @@ class RecipeSpec:
     config: type
     build: Callable[[Any, Mapping[str, int]], nn.Module]
     features: Mapping[str, str]
+    default_features: str
+    """What probes use unless told otherwise ('+'-joined): the recipe's own representation."""
+    label: str
+    """Row label in result tables."""
 
 
 RECIPES: dict[str, RecipeSpec] = {
-    "lmp": RecipeSpec(ModelConfig, LMP, LMP_FEATURES),
-    "hssl": RecipeSpec(HSSLConfig, HSSL, HSSL.features),
-    "m2s": RecipeSpec(M2SConfig, M2S, M2S.features),
+    "lmp": RecipeSpec(ModelConfig, LMP, LMP_FEATURES, "v_ctx+a_ctx+v_cross_a", "LMP"),  # paper Table 3's best
+    "hssl": RecipeSpec(HSSLConfig, HSSL, HSSL.features, "v_ctx", "HSSL"),  # the contextualiser's output
+    "m2s": RecipeSpec(M2SConfig, M2S, M2S.features, "v_scene", "M2S"),  # E_scene's [CLS] (paper Sec. 3.2)
 }
 
 
@@ -89,6 +93,11 @@ def recipe_features(model_or_name: nn.Module | str) -> dict[str, str]:
     return dict(_spec(name).features)
 
 
+def recipe_spec(model_or_name: nn.Module | str) -> RecipeSpec:
+    """The registry entry of a recipe model or name (ValueError for anything else)."""
+    return _spec(model_or_name if isinstance(model_or_name, str) else recipe_name(model_or_name))
+
+
 __all__ = [
     "HSSL",
     "M2S",
@@ -103,4 +112,5 @@ __all__ = [
     "recipe_config_to_dict",
     "recipe_features",
     "recipe_name",
+    "recipe_spec",
 ]

@@ -42,6 +42,7 @@ the window, given to each of its shots).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -413,10 +414,21 @@ class M2S(Recipe):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        """Key encoder <- m * key + (1 - m) * query (MoCo)."""
+        """Key encoder <- m * key + (1 - m) * query (MoCo).
+
+        Under DeepSpeed ZeRO-3 the parameters are partitioned (empty placeholders outside their module's
+        forward): both encoders are gathered (`deepspeed.zero.GatheredParameters`), every rank updates
+        the whole key encoder alike, and rank 0's result is partitioned again on exit."""
         m = self.cfg.scene.momentum
-        for pk, pq in zip(self.scene_k.parameters(), self.scene_q.parameters()):
-            pk.mul_(m).add_(pq.detach().to(pk.dtype), alpha=1.0 - m)
+        keys, queries = list(self.scene_k.parameters()), list(self.scene_q.parameters())
+        with contextlib.ExitStack() as stack:
+            if any(hasattr(p, "ds_id") for p in keys + queries):  # ZeRO-3
+                from deepspeed.zero import GatheredParameters
+
+                stack.enter_context(GatheredParameters(keys, modifier_rank=0))
+                stack.enter_context(GatheredParameters(queries))  # read only: not written back
+            for pk, pq in zip(keys, queries):
+                pk.mul_(m).add_(pq.detach().to(pk.dtype), alpha=1.0 - m)
 
     def _scene_pairs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x, mask = self._shots(batch)
