@@ -1,0 +1,144 @@
+"""Movies2Scenes' stages in one command: each stage an `lmp-pretrain` run starting from the previous export.
+
+    python experiments/pretrain_m2s.py experiments/configs/pretrain/demo_m2s.yaml [key=value ...] \
+        [--stages shot,scene] [--budget shot=0.25,scene=0.75] [--nproc 2] [--resume]
+
+Stage s runs `lmp-pretrain CONFIG key=value ... name=<name>-<s> m2s.stage=<s> train.init_from=<previous
+stage's export>` (under `torchrun --nproc_per_node N` with `--nproc N`), so every stage is an ordinary
+run: DeepSpeed engine, checkpoints, `--resume`, its own MLflow run (tagged `m2s_pipeline=<name>`),
+an export. The model holds every stage's modules under the same names, so a stage loads the previous
+export strictly; only the current stage's modules train.
+
+Budget: the config's `train.steps` (or `train.epochs`) is the whole pipeline's, split over the stages by
+`--budget` (default shot 0.25, scene 0.75), so M2S spends the same optimizer steps as one LMP run of the
+same config. A stage whose export exists is skipped; `--resume` continues an interrupted stage.
+
+What is not there yet (said plainly): stage "movie" (movie-pair batches with a similar / not-similar
+label) and mined scene pairs (`m2s.scene.pairs=mined`) need a movie-pair sampler and an offline mining
+step that the window loader does not have; the scene stage runs with `m2s.scene.pairs=split` (a window's
+two halves are the positive pair). `lmp_model.recipes.m2s` has the losses and the mining functions.
+
+Prints one JSON line: the stages' run folders, exports, MLflow run ids and wall times; the last export is
+the pipeline's (`lmp-bench lvu --model <export>` probes its v_scene).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lmp_model.pretrain.config import ConfigError, load_pretrain_config
+from lmp_model.pretrain.dist import free_port
+
+DEFAULT_BUDGET = {"shot": 0.25, "scene": 0.75}
+RUNNABLE = ("shot", "scene")
+
+
+def parse_budget(text: str, stages: list[str]) -> dict[str, float]:
+    """"shot=0.25,scene=0.75" -> fractions for `stages` (missing ones from DEFAULT_BUDGET), summing to 1."""
+    given: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        try:
+            given[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--budget {text!r}: expected stage=fraction pairs, got {part!r}") from None
+    bad = [s for s in given if s not in stages]
+    if bad:
+        raise ValueError(f"--budget {text!r}: stages {bad} are not in --stages {','.join(stages)}")
+    frac = {s: given.get(s, DEFAULT_BUDGET.get(s, 0.0)) for s in stages}
+    total = sum(frac.values())
+    if total <= 0 or any(v <= 0 for v in frac.values()):
+        raise ValueError(f"--budget {text!r}: every stage needs a fraction > 0, got {frac}")
+    return {s: v / total for s, v in frac.items()}
+
+
+def stage_overrides(cfg, stage: str, frac: float, prev_export: str | None) -> list[str]:
+    """The overrides that make `cfg` stage `stage` of the pipeline."""
+    t = cfg.train
+    out = [f"name={cfg.name}-{stage}", f"m2s.stage={stage}", f"mlflow.tags.m2s_pipeline={cfg.name}"]
+    if t.steps:
+        out.append(f"train.steps={max(1, round(t.steps * frac))}")
+    else:
+        out.append(f"train.epochs={t.epochs * frac}")
+    if prev_export is not None:
+        out.append(f"train.init_from={prev_export}")
+    return out
+
+
+def command(config: str, overrides: list[str], nproc: int, resume: bool) -> list[str]:
+    args = [config, *overrides] + (["--resume"] if resume else [])
+    if nproc <= 1:
+        return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc)]
+    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Movies2Scenes stages (shot -> scene) as chained lmp-pretrain runs",
+        epilog=__doc__.split("\n\n", 2)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="pretrain YAML with recipe: m2s, e.g. experiments/configs/pretrain/demo_m2s.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--stages", default="shot,scene", help="stages in order (default shot,scene)")
+    p.add_argument("--budget", default="", help="fraction of the config's steps per stage (default shot=0.25,scene=0.75)")
+    p.add_argument("--nproc", type=int, default=1, help="ranks per stage (torchrun; default 1)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted stage")
+    args = p.parse_args(argv)
+    try:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        bad = [s for s in stages if s not in RUNNABLE]
+        if bad or not stages:
+            raise ValueError(
+                f"--stages {args.stages!r}: runnable stages are {RUNNABLE} (stage 'movie' needs a movie-pair "
+                "sampler that does not exist yet)"
+            )
+        budget = parse_budget(args.budget, stages)
+        cfg = load_pretrain_config(args.config, args.overrides)
+        if cfg.recipe != "m2s":
+            raise ValueError(f"{args.config}: recipe is {cfg.recipe!r}; this runs recipe 'm2s' (set recipe=m2s)")
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"pretrain_m2s: error: {e}", file=sys.stderr)
+        return 2
+    prev: str | None = cfg.train.init_from or None
+    done = []
+    for stage in stages:
+        over = stage_overrides(cfg, stage, budget[stage], prev)
+        run_dir = (cfg.run_dir.parent / f"{cfg.name}-{stage}").resolve()
+        export = run_dir / "export"
+        t0 = time.perf_counter()
+        if (export / "lmp.json").is_file():
+            print(f"pretrain_m2s: stage {stage}: {export} exists, skipped", file=sys.stderr, flush=True)
+            summary = {"run_dir": str(run_dir), "export_dir": str(export), "skipped": True}
+        else:
+            print(f"pretrain_m2s: stage {stage}: {' '.join(over)}", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                command(args.config, [*args.overrides, *over], args.nproc, args.resume),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            lines = [line for line in proc.stdout.splitlines() if line.startswith('{"run_dir"')]
+            if proc.returncode != 0 or not lines:
+                print(f"pretrain_m2s: error: stage {stage} failed (exit {proc.returncode}); rerun with --resume",
+                      file=sys.stderr)  # fmt: skip
+                return proc.returncode or 1
+            summary = json.loads(lines[-1])
+        summary |= {"stage": stage, "wall_s": round(time.perf_counter() - t0, 1)}
+        done.append(summary)
+        prev = summary["export_dir"]
+    print(json.dumps({"export_dir": prev, "stages": done}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
