@@ -239,6 +239,7 @@ write_state ""
 import socket, sys
 fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 with socket.socket(fam, socket.SOCK_STREAM) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
     s.bind((sys.argv[1], int(sys.argv[2])))
 EOF
 

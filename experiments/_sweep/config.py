@@ -50,7 +50,7 @@ class MlflowConfig:
 
     tracking_uri: str | None = None  # None: sqlite:///<repo>/mlflow.db (or $MLFLOW_TRACKING_URI)
     experiment: str = "lmp-ablations"
-    artifact_root: str | None = None  # None: <repo>/mlartifacts (absolute file:// location)
+    artifact_root: str | None = None  # None: <repo>/mlartifacts (file://), or the tracking server's own
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """MLflow for sweeps: the tracking store, the experiment, one parent run per sweep, git provenance.
 
 The experiment is created on the driver with an absolute `file://` artifact location: Ray trials run
-in their own folders, and the MLflow UI then serves artifacts without a proxy.
+in their own folders, and the MLflow UI then serves artifacts without a proxy. Against a tracking
+server (an http(s) URI, e.g. scripts/tracking_server.sh) the server's own artifact location is used
+(uploads go through the server to its --artifacts-destination) unless `mlflow.artifact_root` is set.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def tracking_uri(cfg: MlflowConfig) -> str:
 
 
 def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
-    """The experiment id, created with an absolute file:// artifact location if it does not exist."""
+    """The experiment id, created with an absolute file:// artifact location if it does not exist (the
+    server's default location for an http(s) URI without `artifact_root`)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
@@ -35,6 +38,8 @@ def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
                 "name with mlflow.experiment=NAME"
             )
         return exp.experiment_id
+    if uri.startswith(("http://", "https://")) and not cfg.artifact_root:
+        return client.create_experiment(cfg.experiment)
     root = repo_path(cfg.artifact_root or "mlartifacts")
     root.mkdir(parents=True, exist_ok=True)
     return client.create_experiment(cfg.experiment, artifact_location=(root / cfg.experiment).as_uri())

@@ -5,11 +5,20 @@
 - `Tracker`: one MLflow run through an explicit `MlflowClient` (no global "active run", so concurrent
   trials in one process never cross), nested under a parent run when given, resumable by run id.
   If the tracking store is unreachable, or a call fails later, it logs ONE warning and from then on
-  does nothing: training never stops because tracking did.
+  does nothing: training never stops because tracking did. With `journal=PATH` it also keeps, in a small
+  JSON file, what the run is (URI, experiment, name, parent, run id), its params and tags and its end
+  status, whether or not they reached the store, so that what was missed can be uploaded later
+  (`lmp-pretrain --sync-mlflow RUN_DIR`, with the metrics from the run's `metrics.jsonl`).
+
+Against an http(s) tracking server the Tracker bounds MLflow's HTTP retries unless the environment sets
+them: `MLFLOW_HTTP_REQUEST_MAX_RETRIES=3`, `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=2`,
+`MLFLOW_HTTP_REQUEST_TIMEOUT=30` (MLflow's own defaults, 7 retries and 120 s, would stall a training
+step ~4 minutes when the server goes away; these give up after ~15 s, once).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -25,6 +34,24 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LEN = 6000
 """MLflow 3 rejects longer param values; longer ones are truncated with a marker."""
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+"""Set (unless already set) when a Tracker talks to an http(s) server: a dead server costs ~15 s, once."""
+
+
+class _QuietRetries(logging.Filter):
+    """Drops urllib3's one-line-per-retry warnings about MLflow API calls (the Tracker's single warning says
+    what happened); installed on `urllib3.connectionpool` once a Tracker talks to an http(s) server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Retrying") and "/api/2.0/mlflow/" in msg)
+
+
+_QUIET = _QuietRetries()
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -119,13 +146,25 @@ class Tracker:
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         enabled: bool = True,
+        journal: str | Path | None = None,
+        note: str = "",
     ) -> None:
         self.uri = tracking_uri or default_tracking_uri()
         self.run_id: str | None = None
         self.client: Any = None
         self._warned = False
+        self.lost: str | None = None
+        """Why tracking stopped (None: every call so far reached the store)."""
+        self.note = note
+        self.journal = Path(journal) if journal is not None and enabled else None
+        if self.journal is not None:
+            self._journal = self._open_journal(experiment, run_name, parent_run_id, run_id, tags)
         if not enabled:
             return
+        if self.uri.startswith(("http://", "https://")):
+            for k, v in HTTP_DEFAULTS.items():
+                os.environ.setdefault(k, v)
+            logging.getLogger("urllib3.connectionpool").addFilter(_QUIET)  # a set: added once
         reason = _reachable(self.uri)
         if reason is not None:
             self._disable(f"tracking server {self.uri} unreachable ({reason})")
@@ -148,6 +187,48 @@ class Tracker:
                 self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
         except Exception as e:  # noqa: BLE001 - any failure of the store means "no tracking"
             self._disable(f"MLflow at {self.uri} failed ({type(e).__name__}: {e})")
+        self._record(run_id=self.run_id)
+
+    # ------------------------------------------------------------------------------------ journal
+    def _open_journal(self, experiment, run_name, parent_run_id, run_id, tags) -> dict[str, Any]:
+        """The journal's content: the existing file's when it describes the run being continued (same
+        run id, or none on both sides), else a fresh one."""
+        fresh: dict[str, Any] = {"params": {}, "tags": {}}
+        old: dict[str, Any] = {}
+        try:
+            old = json.loads(self.journal.read_text())  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        base = old if isinstance(old, dict) and old.get("run_id") == run_id else fresh
+        base.update(
+            tracking_uri=self.uri,
+            experiment=experiment,
+            run_name=run_name,
+            parent_run_id=parent_run_id,
+            run_id=run_id,
+            status=None,
+        )
+        base.setdefault("params", {})
+        base.setdefault("tags", {})
+        base["tags"].update({k: str(v) for k, v in (tags or {}).items()})
+        return base
+
+    def _record(self, **fields: Any) -> None:
+        """Update the journal (atomically); never raises."""
+        if self.journal is None:
+            return
+        for k, v in fields.items():
+            if k in ("params", "tags"):
+                self._journal[k].update(v)
+            else:
+                self._journal[k] = v
+        self._journal["lost"] = self.lost or self._journal.get("lost")  # kept until a sync uploads the rest
+        try:
+            tmp = self.journal.with_name(self.journal.name + ".tmp")
+            tmp.write_text(json.dumps(self._journal, indent=1, sort_keys=True))
+            os.replace(tmp, self.journal)
+        except OSError as e:
+            log.warning("could not write the MLflow journal %s: %s", self.journal, e)
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -162,8 +243,11 @@ class Tracker:
 
     def _disable(self, why: str) -> None:
         if not self._warned:
-            log.warning("%s; training continues without MLflow tracking", why)
+            note = f"; {self.note}" if self.note else ""
+            log.warning("%s; training continues without MLflow tracking%s", why, note)
             self._warned = True
+            self.lost = why
+            self._record()
         self.client = None
 
     def _call(self, fn_name: str, *args: Any, **kwargs: Any) -> None:
@@ -182,6 +266,7 @@ class Tracker:
         for k, v in params.items():
             s = str(v)
             items.append(Param(k, s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."))
+        self._record(params={p.key: p.value for p in items})
         for i in range(0, len(items), 100):
             self._call("log_batch", params=items[i : i + 100])
 
@@ -194,6 +279,7 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
+        self._record(tags={k: str(v) for k, v in tags.items()})
         self._call("log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -205,4 +291,5 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED / FAILED / KILLED."""
+        self._record(status=status)
         self._call("set_terminated", status=status)

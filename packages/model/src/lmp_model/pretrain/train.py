@@ -30,6 +30,9 @@ from lmp_model.pretrain.dist import DistContext, setup, teardown
 
 log = logging.getLogger("lmp_model.pretrain")
 
+MLFLOW_JOURNAL = "mlflow.json"
+"""Run-folder file: the MLflow run's identity, params, tags and end status (`lmp_model.tracking.Tracker`)."""
+
 SNAPSHOTS = "snapshots"
 """Run-folder subfolder of the weights-only snapshots (`train.snapshot_every`): `step_<N>/`."""
 
@@ -346,8 +349,11 @@ class _Trainer:
                 parent_run_id=m.parent_run_id or None,
                 run_id=run_id,
                 tags=tags,
+                journal=self.run_dir / MLFLOW_JOURNAL,  # what --sync-mlflow uploads if the server goes away
+                note=f"metrics are kept in {self.run_dir / 'metrics.jsonl'}; upload what MLflow missed with: "
+                f"lmp-pretrain --sync-mlflow {self.run_dir}",
             )
-            if self.tracker.active and self.tracker.run_id != run_id:  # a new run
+            if self.tracker.run_id != run_id or not self.tracker.active:  # a new run (or none yet)
                 params = flatten(config_to_dict(cfg))
                 params |= {
                     "derived.total_steps": total_steps,
