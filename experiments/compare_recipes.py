@@ -1,0 +1,197 @@
+"""The three pretraining recipes under one protocol: LMP, Movies2Scenes (M2S) and hierarchical mask
+prediction (HSSL), beside the no-pretraining rows, on the same store, probes and budget.
+
+Rows: no pretraining (base features; the LMP architecture frozen at its random init; trained from
+scratch on each task), LMP, M2S, HSSL; each over the sweep's seeds (3 by default). One trial = one
+pretraining through `lmp_model.pretrain.run` (the DeepSpeed engine of `lmp-pretrain`, recipe set by
+`recipe=`) + the LVU linear probe on its export, one MLflow child run; a no-pretraining trial is the probe
+(or the scratch training) alone. Same protocol for every row:
+- budget: the sweep's pretraining config (demo.yaml at default scale) for every recipe, so every
+  pretrained row runs the same optimizer steps of the same global batch on the same windows; each
+  trial's pretraining wall time and steps are reported (results/budget.md, MLflow `compare/*`);
+- width: HSSL's contextualiser and M2S's scene encoder take the LMP model's encoder size (d, layers,
+  heads, ff_mult, dropout) from that config;
+- probes: each recipe's own representation (`lmp_model.recipes.RECIPES[...].default_features`): LMP the
+  sweep's probe.features (v_ctx+a_ctx+v_cross_a), HSSL v_ctx, M2S v_scene; same probe seeds.
+M2S here is its scene stage alone with scene.pairs=split (a window's halves are the positive pair):
+stage "movie" and mined pairs need a movie-pair sampler that does not exist yet, and with split pairs
+the scene encoder does not read E_shot, so the shot stage would only spend budget
+(experiments/pretrain_m2s.py chains the stages). HSSL's shot tokens are video + audio.
+
+    .venv/bin/python experiments/compare_recipes.py                 # default scale, demo data
+    .venv/bin/python experiments/compare_recipes.py --scale smoke   # tiny, one seed (tests)
+    .venv/bin/python experiments/compare_recipes.py --only lmp,hssl --seeds 0 1 2
+    .venv/bin/python experiments/compare_recipes.py --resume        # continue the newest interrupted sweep
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sweep.cli import select  # noqa: E402
+from _sweep.runner import Stage  # noqa: E402
+
+TABLE = "recipes"
+TITLE = "Pretraining recipes under one protocol"
+NO_PRETRAIN_ROWS = {"none-base": "base", "none-random": "random_init", "none-scratch": "scratch"}
+ROWS = [  # slug, row label, recipe (None: no pretraining)
+    ("none-base", "No pretraining: base features", None),
+    ("none-random", "No pretraining: frozen random init", None),
+    ("none-scratch", "No pretraining: scratch (supervised)", None),
+    ("lmp", "LMP", "lmp"),
+    ("m2s", "M2S (scene stage, split pairs)", "m2s"),
+    ("hssl", "HSSL (mask prediction)", "hssl"),
+]
+
+
+def recipe_overrides(recipe: str, model_cfg) -> list[str]:
+    """Pretraining overrides that switch the sweep's config to `recipe`, its transformer as wide as LMP's."""
+    if recipe == "lmp":
+        return []
+    e = model_cfg.encoder
+    enc = [
+        f"d={e.d}",
+        f"layers={e.layers}",
+        f"heads={e.heads}",
+        f"ff_mult={e.ff_mult}",
+        f"dropout={e.dropout}",
+    ]
+    if recipe == "hssl":
+        return ["recipe=hssl", "hssl.modalities=[video,audio]", f"hssl.max_shots={model_cfg.max_shots}"] + [
+            f"hssl.encoder.{x}" for x in enc
+        ]
+    return [
+        "recipe=m2s",
+        "m2s.stage=scene",
+        "m2s.scene.pairs=split",
+        f"m2s.max_shots={model_cfg.max_shots}",
+    ] + [f"m2s.scene.encoder.{x}" for x in enc]
+
+
+def recipe_trial(ctx):
+    """Pretrain with the row's recipe, probe its export with the row's features; times the pretraining."""
+    import mlflow
+    from _sweep import work
+
+    from lmp_model.export import load_pretrained
+
+    t0 = time.perf_counter()
+    result = work._pretrain(ctx)
+    wall = time.perf_counter() - t0
+    features = list(ctx.spec.get("features") or ctx.sweep["probe"]["features"])
+    with ctx.start_child_run(run_id=result.mlflow_run_id) as run:
+        ctx.maybe_fail("probe")
+        model = load_pretrained(result.export_dir)
+        metrics = work._probe(ctx, model, features, method=ctx.spec["variant"])
+        work._log_probe(ctx, metrics, features)
+        mlflow.log_metrics({"compare/pretrain_wall_s": wall, "compare/optimizer_steps": float(result.steps)})
+    return {
+        **metrics,
+        "pretrain_wall_s": wall,
+        "optimizer_steps": float(result.steps),
+        "child_run_id": run.info.run_id,
+        "export_dir": str(result.export_dir),
+    }
+
+
+def build(cfg, only):
+    from lmp_model.pretrain import load_pretrain_config
+    from lmp_model.recipes import RECIPES
+
+    model_cfg = load_pretrain_config(_repo(cfg.pretrain_config), list(cfg.pretrain_overrides)).model
+    specs, columns = [], {}
+    for order, (slug, label, recipe) in enumerate(ROWS):
+        columns[label] = {"Recipe": recipe or "—"}
+        for seed in cfg.seeds:
+            spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
+            if recipe is None:
+                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": NO_PRETRAIN_ROWS[slug]}
+            else:
+                spec |= {
+                    "work": "compare_recipes:recipe_trial",
+                    "pretrain_overrides": recipe_overrides(recipe, model_cfg),
+                }
+                if recipe != "lmp":
+                    spec["features"] = RECIPES[recipe].default_features.split("+")
+            specs.append(spec)
+    return [Stage("trials", select(specs, only))], columns
+
+
+def _repo(path: str) -> str:
+    from _sweep.config import repo_path
+
+    return str(repo_path(path))
+
+
+def budget_markdown(sweep_dir: Path) -> str | None:
+    """Per row: optimizer steps and pretraining wall time (mean ± std over seeds), from trials.parquet."""
+    import polars as pl
+
+    path = sweep_dir / "results" / "trials.parquet"
+    if not path.is_file():
+        return None
+    trials = pl.read_parquet(path)
+    if "pretrain_wall_s" not in trials.columns:
+        return None
+    rows = (
+        trials.filter(pl.col("pretrain_wall_s").is_not_null())
+        .group_by("variant", maintain_order=True)
+        .agg(
+            pl.col("order").first(),
+            pl.col("optimizer_steps").mean().alias("steps"),
+            pl.col("pretrain_wall_s").mean().alias("wall_mean"),
+            pl.col("pretrain_wall_s").std().fill_null(0.0).alias("wall_std"),
+            pl.len().alias("n"),
+        )
+        .sort("order")
+    )
+    lines = [
+        "## Budget",
+        "",
+        "| Variant | Optimizer steps | Pretraining wall time (s) | Trials |",
+        "|---|---|---|---|",
+    ]
+    for r in rows.iter_rows(named=True):
+        lines.append(
+            f"| {r['variant']} | {r['steps']:.0f} | {r['wall_mean']:.1f} ± {r['wall_std']:.1f} | {r['n']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from _sweep.cli import config_from_args, parser
+    from _sweep.data import resolve_data
+    from _sweep.runner import install_sigterm_as_interrupt, run_sweep
+
+    args = parser(__doc__.splitlines()[0]).parse_intermixed_args(argv)
+    if args.resume and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.append(args.resume)
+        args.resume = "latest"
+    cfg = config_from_args(args)
+    t0 = time.perf_counter()
+    data = resolve_data(cfg.data) if not args.resume else None
+    stages, columns = build(cfg, args.only)
+    install_sigterm_as_interrupt()
+    out = run_sweep(
+        TABLE, TITLE, stages, cfg, data=data, label_columns=["Recipe"], columns=columns, resume=args.resume
+    )
+    budget = budget_markdown(out.sweep_dir)
+    if budget:
+        (out.sweep_dir / "results" / "budget.md").write_text(budget)
+        with open(out.sweep_dir / "results" / "table.md", "a") as f:
+            f.write("\n" + budget)
+        print(budget, flush=True)
+    if not out.complete:
+        print(f"[sweep] resume this one with: .venv/bin/python experiments/compare_recipes.py --scale {cfg.scale} "
+              f"--resume {out.sweep_dir}", flush=True)  # fmt: skip
+    print(f"[sweep] {TABLE} at scale {cfg.scale}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return out.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
