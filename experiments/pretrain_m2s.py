@@ -29,7 +29,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from lmp_model.pretrain.config import ConfigError, load_pretrain_config
 from lmp_model.pretrain.dist import free_port
@@ -39,7 +38,7 @@ RUNNABLE = ("shot", "scene")
 
 
 def parse_budget(text: str, stages: list[str]) -> dict[str, float]:
-    """"shot=0.25,scene=0.75" -> fractions for `stages` (missing ones from DEFAULT_BUDGET), summing to 1."""
+    """ "shot=0.25,scene=0.75" -> fractions for `stages` (missing ones from DEFAULT_BUDGET), summing to 1."""
     given: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = part.partition("=")
@@ -74,7 +73,15 @@ def command(config: str, overrides: list[str], nproc: int, resume: bool) -> list
     args = [config, *overrides] + (["--resume"] if resume else [])
     if nproc <= 1:
         return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc)]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+    ]
     launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
 
@@ -85,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 2)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="pretrain YAML with recipe: m2s, e.g. experiments/configs/pretrain/demo_m2s.yaml")
+    p.add_argument(
+        "config", help="pretrain YAML with recipe: m2s, e.g. experiments/configs/pretrain/demo_m2s.yaml"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--stages", default="shot,scene", help="stages in order (default shot,scene)")
-    p.add_argument("--budget", default="", help="fraction of the config's steps per stage (default shot=0.25,scene=0.75)")
+    p.add_argument(
+        "--budget", default="", help="fraction of the config's steps per stage (default shot=0.25,scene=0.75)"
+    )
     p.add_argument("--nproc", type=int, default=1, help="ranks per stage (torchrun; default 1)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage")
     args = p.parse_args(argv)
@@ -103,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         budget = parse_budget(args.budget, stages)
         cfg = load_pretrain_config(args.config, args.overrides)
         if cfg.recipe != "m2s":
-            raise ValueError(f"{args.config}: recipe is {cfg.recipe!r}; this runs recipe 'm2s' (set recipe=m2s)")
+            raise ValueError(
+                f"{args.config}: recipe is {cfg.recipe!r}; this runs recipe 'm2s' (set recipe=m2s)"
+            )
     except (ConfigError, ValueError, OSError) as e:
         print(f"pretrain_m2s: error: {e}", file=sys.stderr)
         return 2

@@ -27,13 +27,19 @@ def init_from_export(
     from lmp_model.export import INFO_FILE, WEIGHTS_FILE, _is_queue_state, load_info, resolve_pretrained
 
     folder = resolve_pretrained(path)
+    if not (folder / INFO_FILE).is_file():
+        raise FileNotFoundError(f"train.init_from={path}: not an export folder (no {folder / INFO_FILE})")
     info = load_info(folder)
     theirs = info.get("recipe", "lmp")
     if theirs != recipe:
-        raise ValueError(f"train.init_from={path}: an export of recipe {theirs!r}, this run's recipe is {recipe!r}")
+        raise ValueError(
+            f"train.init_from={path}: an export of recipe {theirs!r}, this run's recipe is {recipe!r}"
+        )
     mine, stored = {m: int(d) for m, d in getattr(model, "dims", {}).items()}, info.get("dims") or {}
     if {m: int(d) for m, d in stored.items()} != mine:
-        raise ValueError(f"train.init_from={path}: base feature dims {stored} in {INFO_FILE}, the store has {mine}")
+        raise ValueError(
+            f"train.init_from={path}: base feature dims {stored} in {INFO_FILE}, the store has {mine}"
+        )
     for m, spec in (info.get("encoders") or {}).items():
         other = (encoders or {}).get(m)
         if other is not None and (spec.get("name"), spec.get("dim")) != (other.get("name"), other.get("dim")):
