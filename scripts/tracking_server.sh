@@ -171,7 +171,7 @@ mkdir -p -- "$DIR/logs"
 if [ "$HOST" = slurm ]; then
   node="${SLURMD_NODENAME:-$(hostname)}"
   HOST="$(getent ahostsv4 "$node" 2>/dev/null | awk '$1 !~ /^127\./ {print $1; exit}')"
-  [ -n "$HOST" ] || HOST="$(hostname -I 2>/dev/null | awk '{print $1}')"
+  [ -n "$HOST" ] || HOST="$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$' || true)"
   [ -n "$HOST" ] || die 1 "--host slurm: no non-loopback address found for node $node"
   [ -n "${SLURM_JOB_ID:-}" ] || say "--host slurm outside a SLURM job: binding $node's address $HOST"
 fi
