@@ -1,8 +1,11 @@
-"""Pretrained LMP weights on disk, without pickle: `save_pretrained` / `load_pretrained`.
+"""Pretrained weights of any recipe (LMP, HSSL, M2S) on disk, without pickle: `save_pretrained` /
+`load_pretrained`.
 
 A pretrained folder holds
-- `model.safetensors`: consolidated fp32 weights (the module's state_dict),
-- `lmp.json`: format, model config, base feature dims, the store's encoders, pretrain meta,
+- `model.safetensors`: consolidated fp32 weights (the module's state_dict, less the recipes' negative
+  queues: training state, up to 65536 keys each, which a loaded model starts empty),
+- `lmp.json`: format, `recipe` (its registered name; absent in exports older than the recipes: "lmp"),
+  `model` (the recipe's config), base feature dims, the store's encoders, pretrain meta,
 - `pretrain.yaml` (optional): the resolved pretraining config that produced it.
 
 The meta records the pretraining window length `k` and the whole `data` section of the pretraining
@@ -27,8 +30,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lmp_model.config import ModelConfig, model_config_to_dict
-from lmp_model.model import LMP
+from lmp_model.config import model_config_to_dict
+from lmp_model.recipes import RECIPES, build_recipe, recipe_config_to_dict, recipe_name
 
 FORMAT = "lmp-pretrained"
 VERSION = 1
@@ -41,11 +44,24 @@ EXPORT_ARTIFACT = "export"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _recipe_of_config(cfg: Any) -> str:
+    for name, spec in RECIPES.items():
+        if type(cfg) is spec.config:
+            return name
+    raise TypeError(f"save_pretrained: cfg is a {type(cfg).__name__}, not a recipe config ({list(RECIPES)})")
+
+
+def _is_queue_state(key: str) -> bool:
+    """A `FeatureQueue` buffer (keys / ids / ptr of a module named queue...): not exported."""
+    parts = key.split(".")
+    return parts[-1] in ("keys", "ids", "ptr") and "queue" in parts[:-1]
+
+
 def save_pretrained(
     out_dir: str | os.PathLike,
-    weights: LMP | Mapping[str, torch.Tensor],
+    weights: torch.nn.Module | Mapping[str, torch.Tensor],
     *,
-    cfg: ModelConfig | None = None,
+    cfg: Any | None = None,
     dims: Mapping[str, int] | None = None,
     encoders: Mapping[str, Any] | None = None,
     pretrain_yaml: str | None = None,
@@ -53,28 +69,33 @@ def save_pretrained(
 ) -> Path:
     """Write a pretrained folder atomically (built beside `out_dir`, then renamed into place).
 
-    `weights` is an `LMP` (cfg and dims taken from it) or a state_dict (then `cfg` and `dims` are
-    required). Floating tensors are stored as fp32.
+    `weights` is a recipe model (`LMP`, `HSSL`, `M2S`: cfg and dims taken from it) or a state_dict (then
+    `cfg`, the recipe's config: `ModelConfig`, `HSSLConfig`, `M2SConfig`, and `dims` are required; the
+    recipe is told by the config's type). Floating tensors are stored as fp32; queue buffers are dropped.
     """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    if isinstance(weights, LMP):
+    if isinstance(weights, torch.nn.Module):
+        recipe = recipe_name(weights)
         cfg, dims, state = weights.cfg, weights.dims, weights.state_dict()
     else:
         state = dict(weights)
         if cfg is None or dims is None:
             raise ValueError("save_pretrained: a state_dict needs cfg= and dims=")
+        recipe = _recipe_of_config(cfg)
     tensors = {
         k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu())
         .contiguous()
         .clone()
         for k, v in state.items()
+        if not _is_queue_state(k)
     }
     info = {
         "format": FORMAT,
         "version": VERSION,
-        "model": model_config_to_dict(cfg),
+        "recipe": recipe,
+        "model": model_config_to_dict(cfg) if recipe == "lmp" else recipe_config_to_dict(cfg),
         "dims": {m: int(d) for m, d in dims.items()},
         "encoders": dict(encoders) if encoders is not None else None,
         "meta": _with_data_meta(dict(meta or {}), pretrain_yaml),
@@ -153,8 +174,9 @@ def load_info(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_pretrained(
     path: str | os.PathLike, *, map_location: str | torch.device = "cpu", tracking_uri: str | None = None
-) -> LMP:
-    """An `LMP` with the exported weights (eval mode). `path`: folder, "runs:/<id>[/path]" or run id.
+) -> torch.nn.Module:
+    """The recipe model (`LMP`, `HSSL` or `M2S`, as `lmp.json`'s `recipe` says) with the exported weights
+    (eval mode; queues empty). `path`: folder, "runs:/<id>[/path]" or run id.
 
     The returned model carries `.encoders` (the store's encoders it was trained on) and `.pretrained_meta`
     (the export's meta; `k` and `data` filled from `pretrain.yaml` when the meta lacks them).
@@ -166,12 +188,10 @@ def load_pretrained(
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"pretrained weights {folder}: no {WEIGHTS_FILE}")
-    cfg = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(_with_legacy(info["model"])))
-    )
-    model = LMP(cfg, info["dims"])
+    model = build_from_info(info, folder / INFO_FILE)
     state = load_file(str(weights), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _is_queue_state(k)]
     if missing or unexpected:
         raise ValueError(
             f"{weights}: weights do not match the model config in {INFO_FILE}: "
@@ -185,6 +205,21 @@ def load_pretrained(
         meta = _with_data_meta(meta, yaml.read_text())
     model.pretrained_meta = meta
     return model
+
+
+def build_from_info(info: Mapping[str, Any], source: Any = INFO_FILE) -> torch.nn.Module:
+    """The recipe model an export's `lmp.json` describes, at its initialisation (no weights loaded)."""
+    recipe = info.get("recipe", "lmp")
+    if recipe not in RECIPES:
+        raise ValueError(f"{source}: recipe {recipe!r} unknown; known: {sorted(RECIPES)}")
+    model_cfg = _with_legacy(info["model"]) if recipe == "lmp" else info["model"]
+    try:
+        cfg = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(RECIPES[recipe].config), OmegaConf.create(model_cfg))
+        )
+    except Exception as e:  # noqa: BLE001 - name the file: an export from another version of the code
+        raise ValueError(f"{source}: field 'model' is not a valid {recipe} config: {e}") from e
+    return build_recipe(recipe, cfg, info["dims"])
 
 
 # Options added with later defaults: an export written before them has no such key and was trained with
@@ -210,7 +245,7 @@ def _with_legacy(model: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_store_encoders(model: LMP, store_encoders: Mapping[str, Any]) -> None:
+def check_store_encoders(model: torch.nn.Module, store_encoders: Mapping[str, Any]) -> None:
     """Refuse a store whose encoders (name, dim) differ from those the model was pretrained on."""
     mine = getattr(model, "encoders", None)
     if not mine:

@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmp_model.config import ModelConfig
+from lmp_model.recipes.hssl import HSSLConfig
+from lmp_model.recipes.m2s import M2SConfig
 
 DEMO_SIZES = ("tiny", "small", "default", "large")
 
@@ -106,6 +108,10 @@ class TrainConfig:
     """Log metrics every N optimizer steps."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """Extra DeepSpeed config, deep-merged over the generated one (e.g. zero_optimization bucket sizes)."""
+    init_from: str = ""
+    """Start from the weights of an export (folder, "runs:/<id>" or a run id) of the same recipe and
+    architecture (strict load; only the recipes' negative queues may be absent: they start empty).
+    Movies2Scenes' stages chain this way (`m2s.stage`). Ignored on --resume (the checkpoint wins)."""
 
 
 @dataclass
@@ -129,7 +135,12 @@ class PretrainConfig:
     """Run name: the run folder `<train.out_dir>/<name>` and the default MLflow run name."""
     model_file: str = ""
     """Optional model YAML (relative to the pretrain YAML's folder) under the `model:` keys."""
+    recipe: str = "lmp"
+    """Pretraining recipe (`lmp_model.recipes`): "lmp" (section `model`), "hssl" (section `hssl`,
+    hierarchical mask prediction) or "m2s" (section `m2s`, Movies2Scenes); the other sections are unused."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    hssl: HSSLConfig = field(default_factory=HSSLConfig)
+    m2s: M2SConfig = field(default_factory=M2SConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -137,6 +148,11 @@ class PretrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.train.out_dir) / self.name
+
+    @property
+    def recipe_config(self) -> Any:
+        """The chosen recipe's config section (`model`, `hssl` or `m2s`)."""
+        return getattr(self, RECIPE_SECTIONS[self.recipe])
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -164,7 +180,8 @@ def validate(cfg: PretrainConfig) -> None:
         (t.log_every >= 1, "train.log_every", f">= 1, got {t.log_every}"),
         (bool(t.out_dir), "train.out_dir", "a folder"),
         (d.k >= 1, "data.k", f">= 1, got {d.k}"),
-        (d.k <= cfg.model.max_shots, "data.k", f"<= model.max_shots={cfg.model.max_shots}, got {d.k}"),
+        (cfg.recipe in RECIPE_SECTIONS, "recipe", f"one of {sorted(RECIPE_SECTIONS)}, got {cfg.recipe!r}"),
+        (d.k <= _max_shots(cfg), "data.k", f"<= {RECIPE_SECTIONS.get(cfg.recipe, 'model')}.max_shots={_max_shots(cfg)}, got {d.k}"),
         (d.windows_per_epoch is None or d.windows_per_epoch >= 1, "data.windows_per_epoch", ">= 1 or null"),
         (d.prefetch >= 0, "data.prefetch", f">= 0, got {d.prefetch}"),
         (d.views >= 1 and t.micro_batch % d.views == 0, "data.views", f">= 1 and a divisor of train.micro_batch={t.micro_batch}, got {d.views}"),
@@ -173,10 +190,23 @@ def validate(cfg: PretrainConfig) -> None:
         (d.memory_dtype in ("float32", "float16"), "data.memory_dtype", f"float32 or float16, got {d.memory_dtype!r}"),
         (_safe_name(cfg.name), "name", f"letters, digits, '.', '_', '-' (a folder name), got {cfg.name!r}"),
         (bool(cfg.mlflow.experiment), "mlflow.experiment", "a non-empty name"),
+        (cfg.recipe != "m2s" or cfg.m2s.stage != "movie", "m2s.stage",
+         "'shot' or 'scene': stage 'movie' needs movie-pair batches, which the window loader does not make yet"),
+        (cfg.recipe != "m2s" or cfg.m2s.stage != "scene" or cfg.m2s.scene.pairs == "split", "m2s.scene.pairs",
+         "'split': 'mined' needs mined scene pairs in the batches, which the window loader does not make yet"),
     ]  # fmt: skip
     for ok, key, expected in checks:
         if not ok:
             raise ConfigError(f"pretrain config {key}: expected {expected}")
+
+
+RECIPE_SECTIONS = {"lmp": "model", "hssl": "hssl", "m2s": "m2s"}
+"""Recipe name -> its config section in `PretrainConfig`."""
+
+
+def _max_shots(cfg: PretrainConfig) -> int:
+    section = RECIPE_SECTIONS.get(cfg.recipe, "model")
+    return int(getattr(cfg, section).max_shots)
 
 
 def _safe_name(name: str) -> bool:

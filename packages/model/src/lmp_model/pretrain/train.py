@@ -203,7 +203,7 @@ class _Trainer:
     def fit(self) -> PretrainResult:
         import deepspeed
 
-        from lmp_model.model import LMP
+        from lmp_model.recipes import build_recipe
 
         cfg, ctx, t = self.cfg, self.ctx, self.cfg.train
         if t.threads:
@@ -220,17 +220,22 @@ class _Trainer:
         accum = global_batch // (t.micro_batch * ctx.world)
         stream_probe = (len(data.windows) // ctx.world) // t.micro_batch
         total_steps = t.steps or max(1, int(t.epochs * stream_probe / accum))
-        longest = max_window_tokens(data.windows)
+        longest = max_window_tokens(data.windows) if cfg.recipe == "lmp" else None  # others: no token cap
         if longest is not None and longest > cfg.model.max_tokens:
             raise ValueError(
                 f"store {data.store_path}: windows of data.k={cfg.data.k} shots hold up to {longest} language "
                 f"tokens, more than model.max_tokens={cfg.model.max_tokens}: raise model.max_tokens"
             )
-        model = LMP(cfg.model, data.dims)
+        model = build_recipe(cfg.recipe, cfg.recipe_config, data.dims)
+        if t.init_from and resume_tag is None:
+            from lmp_model.recipes.init import init_from_export
+
+            init_from_export(model, t.init_from, cfg.recipe, data.encoders)
         bf16 = self.bf16 = _bf16(t.bf16, ctx.device)
+        groups = [g for g in param_groups(model, t.weight_decay, t.decay_norm_and_bias) if g["params"]]
         engine, _, _, scheduler = deepspeed.initialize(
             model=_TrainStep(model).to(ctx.device),
-            model_parameters=param_groups(model, t.weight_decay, t.decay_norm_and_bias),
+            model_parameters=groups,
             config=deepspeed_config(cfg, accum, ctx.world, bf16),
             lr_scheduler=cosine_schedule(cfg, total_steps),
         )
@@ -536,7 +541,7 @@ class _Trainer:
         return save_pretrained(
             out,
             state,
-            cfg=self.cfg.model,
+            cfg=self.cfg.recipe_config,
             dims=data.dims,
             encoders=data.encoders,
             pretrain_yaml=config_to_yaml(self.cfg),
