@@ -423,10 +423,11 @@ class M2S(Recipe):
         keys, queries = list(self.scene_k.parameters()), list(self.scene_q.parameters())
         with contextlib.ExitStack() as stack:
             if any(hasattr(p, "ds_id") for p in keys + queries):  # ZeRO-3
-                from deepspeed.zero import GatheredParameters
+                import deepspeed  # `deepspeed.zero` is an attribute, not an importable module
 
-                stack.enter_context(GatheredParameters(keys, modifier_rank=0))
-                stack.enter_context(GatheredParameters(queries))  # read only: not written back
+                gathered = deepspeed.zero.GatheredParameters
+                stack.enter_context(gathered(keys, modifier_rank=0))
+                stack.enter_context(gathered(queries))  # read only: not written back
             for pk, pq in zip(keys, queries):
                 pk.mul_(m).add_(pq.detach().to(pk.dtype), alpha=1.0 - m)
 
