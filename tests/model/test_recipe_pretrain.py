@@ -74,9 +74,14 @@ def bench(export: str | Path, demo, out: Path) -> pl.DataFrame:
     return pl.read_parquet(out)
 
 
+SLOW = pytest.mark.slow  # each case ~3 min on 2 busy cores (3 two-rank launches + a probe); M2S's path
+# without ranks is covered by test_m2s_stages_chain_in_one_command
+
+
 @pytest.mark.parametrize(
     "recipe,stage",
-    [("hssl", 2), ("m2s", 2), pytest.param("hssl", 3, marks=pytest.mark.slow), pytest.param("m2s", 3, marks=pytest.mark.slow)],
+    [("hssl", 2), pytest.param("m2s", 2, marks=SLOW), pytest.param("hssl", 3, marks=SLOW),
+     pytest.param("m2s", 3, marks=SLOW)],
 )  # fmt: skip
 def test_two_ranks_sigkill_resume_export_bench(demo, tmp_path, recipe, stage):
     steps, every = 30, 4
