@@ -281,3 +281,26 @@ def test_shuffled_windows_hold_the_same_valid_tokens_in_another_order():
         assert (y[j, ~ok[j]] == x[j, ~valid[j]]).all()
     orders = {tuple(shuffle_within(x, valid)[0][0, :, 0].tolist()) for _ in range(20)}
     assert len(orders) > 10  # really another order, not a fixed one
+
+
+def test_aligned_cross_attention_reads_the_query_shots_own_source():
+    """cross.align: with the per-head bias raised, query shot i reads only memory shot i; without the
+    option there is no such bias (a shot finds its source shot by content alone)."""
+    from lmp_model.modules.transformer import attention_mask
+
+    model = build(tiny("cross.align=true", "cross.query=video")).eval()
+    attn = model.cross["audio"].decoder.layers[0].cross_attn
+    attn.align_bias.data.fill_(30.0)
+    d = attn.out.in_features
+    x, mem = torch.randn(1, 8, d), torch.randn(1, 8, d)
+    got = attn(
+        x, attention_mask(torch.ones(1, 8, dtype=torch.bool)), mem, torch.eye(8, dtype=torch.bool)[None]
+    )
+    v = attn.kv(mem).view(1, 8, 2, attn.heads, -1)[0, :, 1]  # values [8, h, d/h]
+    torch.testing.assert_close(got[0], attn.out(v.reshape(8, -1)), rtol=1e-3, atol=1e-3)
+    b = make_batch(seed=4)
+    base = model.encode(b)["v_cross_a"]
+    poked = dict(b, audio=b["audio"] * 2.0)
+    assert not torch.allclose(model.encode(poked)["v_cross_a"], base)  # the audio is read
+    off = build(tiny("cross.query=video"))
+    assert all(getattr(m, "align_bias", None) is None for m in off.modules())

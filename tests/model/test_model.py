@@ -99,7 +99,13 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
         ),
         (
             ["loss.intra=0", "loss.inter=0", "loss.cross=0"],
-            {"embed.video.mask_token", "embed.audio.mask_token", "embed.text.mask_token", "cross.audio", "cross.text"},
+            {
+                "embed.video.mask_token",
+                "embed.audio.mask_token",
+                "embed.text.mask_token",
+                "cross.audio",
+                "cross.text",
+            },
         ),
     ],
     ids=["all", "no-cross", "no-intra", "v2a-only", "intra-video-text", "window-only"],
@@ -162,7 +168,12 @@ def test_padding_does_not_change_the_loss(shared):
     # plain [MASK] replacement: BERT's random tokens are drawn from the batch, whose padding differs here
     # no shuffled negatives either: their random order depends on the padded length
     model = build(
-        tiny(f"cross.shared={shared}", "masking.random_ratio=0", "masking.keep_ratio=0", "loss.window_shuffled=false")
+        tiny(
+            f"cross.shared={shared}",
+            "masking.random_ratio=0",
+            "masking.keep_ratio=0",
+            "loss.window_shuffled=false",
+        )
     ).eval()
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(4))

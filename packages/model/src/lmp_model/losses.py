@@ -157,7 +157,9 @@ def cross_modal_loss(
     return out
 
 
-def shuffle_within(x: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def shuffle_within(
+    x: Tensor, valid: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Each window's valid positions in a random order: x [N, L, D], valid [N, L] -> (x', valid'),
     the valid tokens first (shuffled), then the padding."""
     keys = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)

@@ -167,9 +167,17 @@ class LMP(nn.Module):
         tgt = v
         if self.cfg.cross.query == "source":
             tgt = src if source == "audio" else language_per_shot(src, src_valid, b["token_shot"])[0]
+        align = None
+        if self.cfg.cross.align:
+            k = shot_mask.shape[1]
+            align = (
+                torch.eye(k, dtype=torch.bool, device=src.device).expand(src.shape[0], k, k)
+                if source == "audio"
+                else b["token_shot"].transpose(1, 2)
+            )
         if self.cfg.cross.shared:
-            return self.cross["shared"](src, src_valid, tgt, shot_mask, _CROSS_SOURCES.index(source))
-        return self.cross[source](src, src_valid, tgt, shot_mask)
+            return self.cross["shared"](src, src_valid, tgt, shot_mask, _CROSS_SOURCES.index(source), align)
+        return self.cross[source](src, src_valid, tgt, shot_mask, align=align)
 
     # ------------------------------------------------------------------------------------- training
     def forward(

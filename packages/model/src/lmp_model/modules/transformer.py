@@ -31,10 +31,17 @@ def attention_mask(valid: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Multi-head attention, batch-first; self-attention (fused QKV) or attention to a memory."""
 
-    def __init__(self, d: int, heads: int, dropout: float, cross: bool = False, rel_pos: int = 0):
+    def __init__(
+        self, d: int, heads: int, dropout: float, cross: bool = False, rel_pos: int = 0, align: bool = False
+    ):
         super().__init__()
         self.heads, self.dropout, self.cross = heads, dropout, cross
         self.rel_pos = rel_pos
+        # cross-attention only: a learned bias per head on the memory elements aligned with the query
+        # (same shot), started at 4, 2, 1, ... so some heads read their own shot and others everything
+        self.align_bias = (
+            nn.Parameter(2.0 ** (2 - torch.arange(heads, dtype=torch.float32))) if cross and align else None
+        )
         # learned bias per head and clipped offset j - i (T5-style relative position; self-attention only)
         self.rel_bias = None
         if rel_pos and not cross:
@@ -50,7 +57,10 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, mask: Tensor, memory: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor, memory: Tensor | None = None, align: Tensor | None = None
+    ) -> Tensor:
+        """align [N, L, S] (cross-attention with `align`): 1 where memory element s belongs to query l's shot."""
         n, length, d = x.shape
         h = self.heads
         if self.cross:
@@ -64,6 +74,9 @@ class Attention(nn.Module):
             offset = (pos[None, :] - pos[:, None]).clamp(-self.rel_pos, self.rel_pos) + self.rel_pos
             bias = self.rel_bias[:, offset].to(q.dtype)  # [h, L, L]
             mask = bias.unsqueeze(0).masked_fill(~mask, float("-inf"))
+        if self.align_bias is not None and align is not None:
+            bias = self.align_bias.to(q.dtype)[None, :, None, None] * align.to(q.dtype)[:, None]
+            mask = bias.masked_fill(~mask, float("-inf"))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(o.transpose(1, 2).reshape(n, length, d))
 
@@ -76,7 +89,10 @@ class Block(nn.Module):
         self.norm_first = cfg.norm_first
         self.self_attn = Attention(d, cfg.heads, cfg.attn_dropout, rel_pos=cfg.rel_pos)
         self.norm1 = nn.LayerNorm(d)
-        self.cross_attn = Attention(d, cfg.heads, cfg.attn_dropout, cross=True) if cross else None
+        align = bool(getattr(cfg, "align", False))
+        self.cross_attn = (
+            Attention(d, cfg.heads, cfg.attn_dropout, cross=True, align=align) if cross else None
+        )
         self.norm_cross = nn.LayerNorm(d) if cross else None
         self.ff = nn.Sequential(
             nn.Linear(d, cfg.ff_mult * d),
@@ -88,11 +104,16 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        align: Tensor | None = None,
     ):
         sublayers = [(self.norm1, lambda y: self.self_attn(y, mask))]
         if self.cross_attn is not None:
-            sublayers.append((self.norm_cross, lambda y: self.cross_attn(y, memory_mask, memory)))
+            sublayers.append((self.norm_cross, lambda y: self.cross_attn(y, memory_mask, memory, align)))
         sublayers.append((self.norm2, self.ff))
         for norm, f in sublayers:
             x = x + self.drop(f(norm(x))) if self.norm_first else norm(x + self.drop(f(x)))
@@ -110,10 +131,15 @@ class Stack(nn.Module):
         self.norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
 
     def forward(
-        self, x: Tensor, mask: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        align: Tensor | None = None,
     ):
         for layer in self.layers:
-            x = layer(x, mask, memory, memory_mask)
+            x = layer(x, mask, memory, memory_mask, align)
         return self.norm(x)
 
 
@@ -144,10 +170,17 @@ class CrossModalTransformer(nn.Module):
         self.source_type = nn.Parameter(torch.zeros(num_sources, d)) if num_sources > 1 else None
 
     def forward(
-        self, src: Tensor, src_valid: Tensor, tgt: Tensor, tgt_valid: Tensor, source_index: int = 0
+        self,
+        src: Tensor,
+        src_valid: Tensor,
+        tgt: Tensor,
+        tgt_valid: Tensor,
+        source_index: int = 0,
+        align: Tensor | None = None,
     ) -> Tensor:
+        """align [N, k, S]: which source elements belong to each target shot (`CrossModalConfig.align`)."""
         if self.source_type is not None:
             src = src + self.source_type[source_index]
         src_mask = attention_mask(src_valid)
         memory = self.encoder(src, src_mask)
-        return self.decoder(tgt, attention_mask(tgt_valid), memory, src_mask)
+        return self.decoder(tgt, attention_mask(tgt_valid), memory, src_mask, align)
