@@ -6,7 +6,9 @@ L_inter, without L_cross, all three; each over several seeds. One trial = pretra
 `lmp_model.pretrain.run` (DeepSpeed engine) with the row's loss weights + the LVU linear probe on the
 exported model, tracked as one MLflow child run; a no-pretraining trial is the probe (or the scratch
 training) alone. Trial seed s pretrains (or initialises) with seed s and probes with seed
-s + probe.seed_offset (1000), the same probe seeds in every row.
+s + probe.seed_offset (1000), the same probe seeds in every row. Every pretrained row keeps lmp's window
+term (`model.loss.window`, not in the paper; column L_window). The paper's Eq. 7 exactly:
+`ablate_losses.py 'pretrain_overrides=[train.epochs=1,train.ckpt_every=0,model.loss.window=0]'`.
 
     .venv/bin/python experiments/ablate_losses.py                 # default scale, demo data, ~25 min (target 15)
     .venv/bin/python experiments/ablate_losses.py --scale smoke   # < 2 min
@@ -55,6 +57,9 @@ def build(cfg, only):
         cols = {"Pretrain": NO if off is None else YES}
         for term in ("intra", "inter", "cross"):
             cols[f"L_{term}"] = NO if off is None or off == term else YES
+        cols["L_window"] = (
+            NO if off is None else YES
+        )  # lmp's default term (model.loss.window), every pretrained row
         columns[label] = cols
         for seed in cfg.seeds:
             spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
@@ -76,6 +81,6 @@ if __name__ == "__main__":
             "Table 1: pretraining losses",
             __doc__.splitlines()[0],
             build,
-            label_columns=["Pretrain", "L_intra", "L_inter", "L_cross"],
+            label_columns=["Pretrain", "L_intra", "L_inter", "L_cross", "L_window"],
         )
     )
