@@ -69,6 +69,7 @@ def recipe_overrides(recipe: str, model_cfg) -> list[str]:
         "recipe=m2s",
         "m2s.stage=scene",
         "m2s.scene.pairs=split",
+        "data.views=1",  # same-movie window pairs are LMP's window term's positives; M2S wants none
         f"m2s.max_shots={model_cfg.max_shots}",
     ] + [f"m2s.scene.encoder.{x}" for x in enc]
 
