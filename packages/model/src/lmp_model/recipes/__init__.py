@@ -1,7 +1,8 @@
 """Pretraining recipes compared under one protocol: LMP, Movies2Scenes (m2s), hierarchical SSL (hssl).
 
 from lmp_model.recipes import build_recipe, load_recipe_config, recipe_features
-cfg = load_recipe_config("hssl", "experiments/configs/recipes/hssl.yaml", ["alpha=0.5"])
+cfg = load_recipe_config("hssl", None, ["alpha=0.5"])   # or a YAML of HSSLConfig's keys
+# pretraining: `lmp-pretrain CONFIG recipe=hssl` (sections hssl: / m2s: of the pretrain YAML; docs/recipes.md)
 model = build_recipe("hssl", cfg, dims={"video": Dv, "audio": Da, "text": Dl})
 out = model(batch)          # LMPOutput(loss, terms, chance)
 feats = model.encode(batch) # named per-shot features + masks; recipe_features(model) names them
