@@ -178,14 +178,33 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve_data(cfg.data) if not args.resume else None
     stages, columns = build(cfg, args.only)
     install_sigterm_as_interrupt()
-    out = run_sweep(
-        TABLE, TITLE, stages, cfg, data=data, label_columns=["Recipe"], columns=columns, resume=args.resume
-    )
+    try:
+        out = run_sweep(
+            TABLE,
+            TITLE,
+            stages,
+            cfg,
+            data=data,
+            label_columns=["Recipe"],
+            columns=columns,
+            resume=args.resume,
+        )
+    except Exception as e:
+        if getattr(e, "lmp_reported", False):  # the sweep already printed one line and its log's path
+            return 1
+        raise
     budget = budget_markdown(out.sweep_dir)
     if budget:
         (out.sweep_dir / "results" / "budget.md").write_text(budget)
         with open(out.sweep_dir / "results" / "table.md", "a") as f:
             f.write("\n" + budget)
+        try:  # beside the parent run's table (the run has ended; artifacts can still be added)
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(out.tracking_uri)
+            client.log_artifact(out.parent_run_id, str(out.sweep_dir / "results" / "budget.md"), "results")
+        except Exception as e:  # noqa: BLE001 - the files on disk are the record
+            print(f"[sweep] could not log budget.md to the parent run: {e}", flush=True)
         print(budget, flush=True)
     if not out.complete:
         print(f"[sweep] resume this one with: .venv/bin/python experiments/compare_recipes.py --scale {cfg.scale} "

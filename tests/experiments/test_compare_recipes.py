@@ -47,6 +47,8 @@ def test_compare_recipes_smoke(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("smoke-recipes")
     runs = {r.data.tags.get("lmp.trial"): r for r in client.search_runs([exp.experiment_id])}
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`lmp.table` = 'recipes'")
+    assert "results/budget.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "results")}
     assert runs["hssl-s0"].data.params["recipe"] == "hssl"
     assert runs["hssl-s0"].data.params["probe.features"] == "v_ctx"
     assert runs["m2s-s0"].data.params["probe.features"] == "v_scene"
