@@ -37,6 +37,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         metavar="SWEEP_DIR",
         help="resume an interrupted sweep (its folder; without a value: the newest of this table and scale)",
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the full output of Ray, Tune and the trials on the console (default: in <sweep>/sweep.log)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
 
@@ -55,6 +61,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         value = getattr(args, flag)
         if value is not None:
             dot.append(f"{key}={value}")
+    if getattr(args, "verbose", False):
+        dot.append("verbose=true")
     if args.seeds:
         dot.append(f"seeds=[{','.join(str(s) for s in args.seeds)}]")
     bad = [o for o in dot if "=" not in o]
@@ -103,8 +111,20 @@ def main(
     data = resolve_data(cfg.data) if not args.resume else None
     stages, columns = build_stages(cfg, args.only)
     install_sigterm_as_interrupt()
-    out = run_sweep(
-        table, title, stages, cfg, data=data, label_columns=label_columns, columns=columns, resume=args.resume
-    )
+    try:
+        out = run_sweep(
+            table,
+            title,
+            stages,
+            cfg,
+            data=data,
+            label_columns=label_columns,
+            columns=columns,
+            resume=args.resume,
+        )
+    except Exception as e:
+        if getattr(e, "lmp_reported", False):  # one line + the log's path already printed
+            return 1
+        raise
     print(f"[sweep] {table} at scale {cfg.scale}: {__import__('time').perf_counter() - t0:.0f} s", flush=True)
     return out.exit_code

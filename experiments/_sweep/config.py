@@ -101,6 +101,9 @@ class SweepConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     inject_failures: list[FailureInjection] = field(default_factory=list)  # test hook, see FailureInjection
+    verbose: bool = False
+    """The full stream (Ray, Tune, the trials' output) on the console (`-v`) rather than in
+    `<sweep>/sweep.log` behind a progress display (progress.py)."""
 
 
 def load_sweep_config(scale: str = "default", overrides: list[str] | None = None) -> SweepConfig:

@@ -2,8 +2,10 @@
 
 A sweep folder (`runs/sweeps/<table>-<scale>-<time>/`) holds `sweep.json` (the parent run id and
 what is needed to resume), `tune/<stage>/` (Ray Tune state), `trials/<key>/attempt-<n>/` (one folder
-per attempt: pretraining output, exported weights) and `results/` (table.md, table.parquet,
-trials.parquet, table.png — also logged to the parent run).
+per attempt: pretraining output, exported weights), `results/` (table.md, table.parquet,
+trials.parquet, table.png — also logged to the parent run) and `sweep.log`: everything the sweep's
+process and its trials printed (Ray, Tune, DeepSpeed, ...), while the console shows one progress display,
+a line per finished trial and the table (`progress.py`; `verbose` / `-v`: the full stream on the console).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +24,11 @@ from typing import Any
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from lmp_data.console import quiet_known_warnings
+
 from . import table as tbl
 from .config import REPO_ROOT, SweepConfig, repo_path
+from .progress import SweepConsole, SweepProgress
 from .tracking import TRIAL_TAG, child_runs, ensure_experiment, git_commit, reopen_parent, start_parent
 from .tracking import tracking_uri as resolve_uri
 
@@ -135,6 +141,7 @@ def _run_stage(
     """Fit (or resume) one stage; returns {key: {"status", "error", "metrics"}} as Tune saw it."""
     from ray import tune
 
+    from .progress import ProgressCallback
     from .trial import run_trial
 
     trainable = tune.with_resources(run_trial, {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial})
@@ -159,6 +166,7 @@ def _run_stage(
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
                 verbose=cfg.ray.verbose,
+                callbacks=[ProgressCallback()],  # stateless: feeds progress.activate()'s display
             ),
         )
     grid = tuner.fit()
@@ -226,21 +234,64 @@ def run_sweep(
     columns: dict[str, dict[str, str]] | None = None,
     resume: str | None = None,
 ) -> SweepOutcome:
-    """Run (or resume) a sweep end to end and write its table. See the module docstring for the layout."""
+    """Run (or resume) a sweep end to end and write its table. See the module docstring for the layout.
+
+    Unless `cfg.verbose`, the process's output goes to `<sweep>/sweep.log` from the moment the folder
+    exists; an error is printed in one line with the log's path (the traceback is in the log) and raised
+    again, marked `lmp_reported` (the CLI then exits 1 without printing it twice)."""
+    from .progress import activate
+
+    console = SweepConsole(verbose=cfg.verbose)
+    try:
+        return _run_sweep(table, title, stages, cfg, console, ctx_extra, data, label_columns, columns, resume)
+    except BaseException as e:
+        if console.redirected:
+            traceback.print_exc()  # into the log
+            console.line(f"[sweep] failed: {_error_text(e) if str(e) else type(e).__name__}")
+            console.line(f"[sweep] full log: {console.log_path}")
+            try:
+                e.lmp_reported = True  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+        raise
+    finally:
+        activate(None)
+        console.stop()
+
+
+def _run_sweep(
+    table: str,
+    title: str,
+    stages: list[Stage],
+    cfg: SweepConfig,
+    console: SweepConsole,
+    ctx_extra: dict[str, Any] | None,
+    data: dict[str, str] | None,
+    label_columns: list[str] | None,
+    columns: dict[str, dict[str, str]] | None,
+    resume: str | None,
+) -> SweepOutcome:
     from ray import tune  # noqa: F401  (fail early if Ray Tune is missing)
 
+    from .progress import activate
+
+    quiet_known_warnings()
     uri = resolve_uri(cfg.mlflow)
     commit = git_commit()
     if resume:
         sweep_dir = find_resumable(cfg, table, resume)
+        console.start(sweep_dir)
+        _say_log(console, title, cfg, sweep_dir)
         state = json.loads((sweep_dir / "sweep.json").read_text())
         experiment_id, parent, uri = state["experiment_id"], state["parent_run_id"], state["tracking_uri"]
         ctx = state["ctx"]  # the same data, stores and settings as the interrupted run
         reopen_parent(uri, parent)
-        print(f"[sweep] resuming {sweep_dir} (parent run {parent})", flush=True)
+        console.line(f"[sweep] resuming {sweep_dir} (parent run {parent})")
     else:
-        experiment_id = ensure_experiment(cfg.mlflow, uri)
         sweep_dir = _new_sweep_dir(cfg, table)
+        console.start(sweep_dir)
+        _say_log(console, title, cfg, sweep_dir)
+        experiment_id = ensure_experiment(cfg.mlflow, uri)
         parent = start_parent(
             uri,
             experiment_id,
@@ -285,14 +336,17 @@ def run_sweep(
     rows_by_stage: dict[str, list[dict]] = {}
     complete = True
     interrupted = False
+    progress = SweepProgress(console, title)
+    activate(progress)
     try:
-        for stage in stages:
+        for n_stage, stage in enumerate(stages):
             specs = stage.specs(rows_by_stage) if callable(stage.specs) else stage.specs
             for i, s in enumerate(specs):
                 s.setdefault("order", i)
             if not specs:
                 rows_by_stage[stage.name] = []
                 continue
+            progress.begin_stage(stage.name, specs, n_stage, len(stages))
             try:
                 seen = _run_stage(stage.name, specs, ctx, cfg, sweep_dir)
             except KeyboardInterrupt:
@@ -312,6 +366,7 @@ def run_sweep(
         client.set_terminated(parent, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     finally:
+        progress.end()
         if started:
             import ray
 
@@ -323,19 +378,26 @@ def run_sweep(
         outcome.markdown = _write_table(outcome, client, title, label_columns or [], columns or {})
     status = "FINISHED" if complete else "KILLED"
     client.set_terminated(parent, status=status)
-    print(outcome.markdown, flush=True)
+    console.line(outcome.markdown)
     if not complete:
         script = f"experiments/ablate_{table}.py"
-        print(
+        console.line(
             f"[sweep] interrupted with unfinished trials; resume with:\n  .venv/bin/python {script} "
-            f"--scale {cfg.scale} --resume {sweep_dir}",
-            flush=True,
+            f"--scale {cfg.scale} --resume {sweep_dir}"
         )
     failed = [r["key"] for r in rows if r["status"] == "failed"]
     if failed:
-        print(f"[sweep] {len(failed)} trial(s) failed after retries: {', '.join(failed)}", flush=True)
-    print(ui_hint(uri, experiment_id, parent), flush=True)
+        console.line(f"[sweep] {len(failed)} trial(s) failed after retries: {', '.join(failed)}")
+    if (failed or not complete) and console.log_path is not None:
+        console.line(f"[sweep] full log: {console.log_path}")
+    console.line(ui_hint(uri, experiment_id, parent))
     return outcome
+
+
+def _say_log(console: SweepConsole, title: str, cfg: SweepConfig, sweep_dir: Path) -> None:
+    console.line(f"[sweep] {title} at scale {cfg.scale}: {sweep_dir}")
+    if console.log_path is not None:
+        console.line(f"[sweep] Ray, Tune and trial output: {console.log_path} (-v: on the console)")
 
 
 def _injections(cfg: SweepConfig) -> list:

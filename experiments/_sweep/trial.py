@@ -18,7 +18,11 @@ from typing import Any
 
 import mlflow
 
+from lmp_data.console import quiet_known_warnings
+
 from .tracking import TRIAL_TAG
+
+quiet_known_warnings()  # in each Ray worker, before the work imports DeepSpeed (lmp_data.console)
 
 
 class InjectedFailure(RuntimeError):

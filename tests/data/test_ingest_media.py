@@ -126,8 +126,13 @@ def test_bad_inputs_each_get_their_outcome_and_others_finish(tmp_path, encoders,
         store.read_movie("emptysub")["text"].shape[0] == 0 and store.read_movie("good")["text"].shape[0] > 0
     )
     # resume: finished movies are skipped, the failures are retried (and fail again)
-    rc = cli_main(["ingest", str(d), str(tmp_path / "store"), "--no-progress"])
-    assert rc == 1 and "0 done, 5 skipped, 4 failed" in capsys.readouterr().out
+    # progress on, stderr not a terminal: one plain line per movie, no bars, no control codes
+    rc = cli_main(["ingest", str(d), str(tmp_path / "store")])
+    cap = capsys.readouterr()
+    assert rc == 1 and "0 done, 5 skipped, 4 failed" in cap.out
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("ingest [")]
+    assert len(lines) == 3 and all(": failed: " in ln for ln in lines), cap.err  # "bad id!": no movie
+    assert lines[-1].startswith("ingest [3/3] ") and "\r" not in cap.err and "\x1b" not in cap.err
 
 
 @pytest.mark.slow

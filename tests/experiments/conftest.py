@@ -26,6 +26,7 @@ class SmokeSweep:
     out_dir: Path
     stdout: str
     returncode: int
+    stderr: str = ""
 
     @property
     def sweep_dir(self) -> Path:
@@ -45,5 +46,5 @@ def smoke_sweep(tmp_path_factory) -> SmokeSweep:
     if proc.returncode != 0:
         pytest.fail(f"smoke sweep exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return SmokeSweep(
-        root, f"sqlite:///{root / 'mlflow.db'}", "smoke-losses", root / "sweeps", proc.stdout, 0
+        root, f"sqlite:///{root / 'mlflow.db'}", "smoke-losses", root / "sweeps", proc.stdout, 0, proc.stderr
     )

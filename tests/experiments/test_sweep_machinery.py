@@ -36,7 +36,7 @@ def _specs(seeds):
     return out
 
 
-def test_sweep_retries_reports_failures_and_writes_table(tmp_path, monkeypatch):
+def test_sweep_retries_reports_failures_and_writes_table(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -51,10 +51,17 @@ def test_sweep_retries_reports_failures_and_writes_table(tmp_path, monkeypatch):
             "ray.verbose=0",
             # beta fails once (retried, then fine); gamma-s1 fails every time (reported failed).
             "inject_failures=[{match: beta, times: 1}, {match: gamma-s1, times: 9}]",
+            "verbose=true",  # -v: the full stream stays on the console, no sweep.log
         ],
     )
     out = run_sweep("machinery", "Stand-in", [Stage("main", _specs([0, 1]))], cfg)
     assert out.complete and out.exit_code == 0
+    printed = capfd.readouterr()
+    assert not (out.sweep_dir / "sweep.log").exists()  # (Ray's own lines went to pytest's sys capture)
+    assert sum("] ✓ " in ln for ln in printed.out.splitlines()) == 5, printed.out
+    assert sum("↻ beta-s" in ln and "retrying: InjectedFailure" in ln for ln in printed.out.splitlines()) == 2
+    assert "/6] ✗ gamma-s1  failed: InjectedFailure: injected failure in trial gamma-s1" in printed.out
+    assert "| alpha |" in printed.out and "[sweep] 1 trial(s) failed after retries: gamma-s1" in printed.out
 
     trials = pl.read_parquet(out.sweep_dir / "results" / "trials.parquet")
     status = dict(zip(trials["key"], trials["status"]))

@@ -290,6 +290,9 @@ def _report(args, exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lmp_data.console import quiet_known_warnings
+
+    quiet_known_warnings()  # lmp_model imports DeepSpeed; on a machine without a GPU only
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

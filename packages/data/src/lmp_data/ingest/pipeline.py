@@ -10,6 +10,7 @@ Finished movies are skipped on a re-run; a movie interrupted mid-way was never c
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class IngestConfig:
     dtype: str = "float16"  # feature dtype of a new store
     max_tokens_per_cue: int = 128
     subtitle_encoding: str | None = None  # for non-UTF-8 subtitles; None: detect with charset-normalizer
-    progress: bool = True
+    progress: bool = True  # a live bar on a terminal; elsewhere (a log, CI) one plain line per movie
 
 
 @dataclass
@@ -276,9 +277,13 @@ def ingest(
     """
     from tqdm.auto import tqdm
 
+    from lmp_data.console import is_tty, no_library_bars
     from lmp_data.store import FeatureStore
 
     cfg = config or IngestConfig()
+    bars = cfg.progress and is_tty(sys.stderr)
+    if not bars:
+        no_library_bars()  # the encoders' own loading bars too
     wall0 = time.perf_counter()
     sources, results = find_movies(movies_dir)
     metadata = read_metadata(movies_dir)
@@ -290,7 +295,8 @@ def ingest(
             results.append(MovieResult(s.movie_id, "skipped", "already in the store"))
         else:
             todo.append(s)
-    overall = tqdm(total=len(todo), desc="movies", unit="movie", position=0, disable=not cfg.progress)
+    overall = tqdm(total=len(todo), desc="movies", unit="movie", position=0, disable=not bars)
+    lines = _MovieLines(len(todo)) if cfg.progress and not bars else None
     q: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     thread = threading.Thread(
@@ -304,11 +310,12 @@ def ingest(
                 break
             if msg[0] == "error":
                 results.append(MovieResult(msg[1].movie_id, "failed", _reason(msg[2])))
-                overall.update(1)
-                continue
-            prep: _Prepared = msg[1]
-            results.append(_encode_and_write(prep, q, enc, store, metadata, cfg))
+            else:
+                prep: _Prepared = msg[1]
+                results.append(_encode_and_write(prep, q, enc, store, metadata, cfg, bars))
             overall.update(1)
+            if lines is not None:
+                lines.done(results[-1])
     finally:
         stop.set()
         while thread.is_alive():  # unblock the producer if it waits on a full queue
@@ -322,8 +329,31 @@ def ingest(
     return IngestSummary(results, time.perf_counter() - wall0)
 
 
+class _MovieLines:
+    """Progress without a terminal: one plain line per movie on stderr (no control codes)."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+
+    def done(self, r: MovieResult) -> None:
+        self.n += 1
+        head = f"ingest [{self.n}/{self.total}] {r.movie_id}"
+        if r.status == "done":
+            took = sum(r.timings.values())
+            text = f"{head}: done, {r.duration:.0f} s of video in {took:.1f} s"
+        else:
+            text = f"{head}: {r.status}: {r.reason}"
+        print(f"{text} ({time.perf_counter() - self.t0:.0f} s elapsed)", file=sys.stderr, flush=True)
+
+
 def _encode_and_write(
-    prep: _Prepared, q: queue.Queue, enc: EncoderSet, store, metadata: dict, cfg: IngestConfig
+    prep: _Prepared,
+    q: queue.Queue,
+    enc: EncoderSet,
+    store,
+    metadata: dict,
+    cfg: IngestConfig,
+    bars: bool = False,
 ) -> MovieResult:
     """Consume this movie's frame batches from `q`, encode all three modalities and write the movie."""
     import torch
@@ -331,7 +361,7 @@ def _encode_and_write(
 
     mid, n = prep.source.movie_id, len(prep.shots)
     timings = {"decode": prep.decode_s, "encode": 0.0, "write": 0.0}
-    bar = tqdm(total=n, desc=mid, unit="shot", position=1, leave=False, disable=not cfg.progress)
+    bar = tqdm(total=n, desc=mid, unit="shot", position=1, leave=False, disable=not bars)
     video, error = [], None
     try:
         while True:

@@ -101,6 +101,9 @@ def error(exc: BaseException, verbose: bool, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from lmp_data.console import quiet_known_warnings
+
+    quiet_known_warnings()  # before DeepSpeed is imported; on a machine without a GPU only
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == "0" else logging.WARNING,

@@ -377,6 +377,16 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def _loop(self, engine, scheduler, stream, start_step, total_steps, accum, global_batch) -> None:
+        """The optimizer steps; on a terminal a live bar on rank 0 (`progress.StepProgress`)."""
+        from lmp_model.pretrain.progress import StepProgress
+
+        self.progress = StepProgress(total_steps, start_step, enabled=self.ctx.is_main, name=self.cfg.name)
+        try:
+            self._steps(engine, scheduler, stream, start_step, total_steps, accum, global_batch)
+        finally:
+            self.progress.close()
+
+    def _steps(self, engine, scheduler, stream, start_step, total_steps, accum, global_batch) -> None:
         t, ctx = self.cfg.train, self.ctx
         names: list[str] | None = None
         for step in range(start_step + 1, total_steps + 1):
@@ -424,15 +434,17 @@ class _Trainer:
             self.history.append(rec)
             if ctx.is_main:
                 self._append_metrics(rec)
+                self.progress.update(step, rec)
                 if step % t.log_every == 0 or step == total_steps:
                     metrics = {k: v for k, v in rec.items() if k != "step"}
                     if self.tracker is not None:
                         self.tracker.log_metrics(metrics, step)
-                    log.info(
-                        "step %d/%d loss %.4f lr %.3g %.1f windows/s data wait %.1f%%",
-                        step, total_steps, rec["loss/total"], lr, rec["perf/windows_per_s"],
-                        100 * rec["perf/data_wait_frac"],
-                    )  # fmt: skip
+                    if not self.progress.live:  # a terminal: the bar shows step, ETA and loss
+                        log.info(
+                            "step %d/%d loss %.4f lr %.3g %.1f windows/s data wait %.1f%%",
+                            step, total_steps, rec["loss/total"], lr, rec["perf/windows_per_s"],
+                            100 * rec["perf/data_wait_frac"],
+                        )  # fmt: skip
             saved = (t.ckpt_every and step % t.ckpt_every == 0) or step == total_steps
             if saved:
                 self._save(step, stream.next_step)
