@@ -12,13 +12,18 @@ import pytest
 from lmp_data import console
 
 
-@pytest.fixture
-def clean_filters():
-    yield
+def _remove_filters():
     for name, _ in console.KNOWN_NOISE:
         lg = logging.getLogger(name)
         for f in [f for f in lg.filters if isinstance(f, console._DropPrefixes)]:
             lg.removeFilter(f)
+
+
+@pytest.fixture
+def clean_filters():
+    _remove_filters()  # an earlier in-process run (lmp-pretrain, lmp-bench) may have installed them
+    yield
+    _remove_filters()
 
 
 def _emitted(name: str, msg: str) -> bool:
