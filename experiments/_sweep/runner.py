@@ -435,6 +435,10 @@ def _write_table(
     tbl.bar_chart(summary, title, out / "table.png")
     for name in ("table.md", "table.parquet", "trials.parquet", "table.png"):
         client.log_artifact(outcome.parent_run_id, str(out / name), artifact_path="results")
+    # the parent run's Description in the UI: the table itself, with the chart an artifact beside it
+    client.set_tag(
+        outcome.parent_run_id, "mlflow.note.content", md + "\n\nChart: artifact `results/table.png`.\n"
+    )
     for g, _ in tbl.GROUPS:
         for r in summary.iter_rows(named=True):
             if r[f"{g}_mean"] is not None:

@@ -14,6 +14,8 @@ import subprocess
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from lmp_model.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, mark_training_experiment
+
 from .config import REPO_ROOT, MlflowConfig, repo_path
 
 SWEEP_TAG = "lmp.sweep"
@@ -37,12 +39,16 @@ def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
                 f"MLflow experiment {cfg.experiment!r} at {uri} is deleted; restore it or choose another "
                 "name with mlflow.experiment=NAME"
             )
+        mark_training_experiment(client, exp)
         return exp.experiment_id
+    kind = {EXPERIMENT_KIND_TAG: TRAINING_KIND}  # the UI's model-training view, not its GenAI view
     if uri.startswith(("http://", "https://")) and not cfg.artifact_root:
-        return client.create_experiment(cfg.experiment)
+        return client.create_experiment(cfg.experiment, tags=kind)
     root = repo_path(cfg.artifact_root or "mlartifacts")
     root.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(cfg.experiment, artifact_location=(root / cfg.experiment).as_uri())
+    return client.create_experiment(
+        cfg.experiment, artifact_location=(root / cfg.experiment).as_uri(), tags=kind
+    )
 
 
 def git_commit() -> str:

@@ -59,6 +59,10 @@ def test_smoke_sweep_mlflow_runs(smoke_sweep):
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`lmp.table` = 'losses'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0].info.run_id
+    # the UI: model-training view, the table as the parent run's Description
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = parents[0].data.tags["mlflow.note.content"]
+    assert "| All three |" in note and "results/table.png" in note
     arts = {a.path for a in client.list_artifacts(parent, "results")}
     assert {"results/table.md", "results/table.parquet", "results/table.png"} <= arts
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")

@@ -117,19 +117,34 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment in the model-training view (runs, charts) for this kind, and in its
+GenAI view (traces, evaluation runs) when the tag is missing and it guesses so."""
+
+
+def mark_training_experiment(client: Any, exp: Any) -> None:
+    """Tag experiment `exp` (an `Experiment`) as model training, unless it already carries a kind."""
+    if EXPERIMENT_KIND_TAG not in (getattr(exp, "tags", None) or {}):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+
+
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
-    """Id of experiment `name`, created (with an absolute artifact location) if missing; safe when two
-    processes race to create it."""
+    """Id of experiment `name`, created (with an absolute artifact location, tagged as model training) if
+    missing; safe when two processes race to create it."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_artifact_location(uri))
-    except Exception:  # lost a creation race: the other process made it
+    if exp is None:
+        try:
+            client.create_experiment(
+                name, artifact_location=_artifact_location(uri), tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+            )
+        except Exception:  # lost a creation race: the other process made it
+            pass
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise
-        return exp.experiment_id
+            raise RuntimeError(f"MLflow experiment {name!r} at {uri}: could not be created")
+    mark_training_experiment(client, exp)
+    return exp.experiment_id
 
 
 class Tracker:
