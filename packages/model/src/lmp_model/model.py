@@ -191,6 +191,8 @@ class LMP(nn.Module):
         `masked` (optional) fixes the [MASK] positions per modality ([N, k] / [N, T] bool) instead of
         drawing them with `generator` / the torch RNG. Masking is applied only when an intra-modal term
         of that modality is on; terms that are off are not computed, so their modules get no gradient.
+        The window terms (`loss.window`, not in the paper) group windows by the batch's `movie` field
+        (ids, or ints) and are left out when the batch has none.
         """
         cfg = self.cfg
         terms_on = cfg.loss.enabled_terms()
