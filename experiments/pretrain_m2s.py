@@ -31,7 +31,7 @@ import sys
 import time
 
 from lmp_model.pretrain.config import ConfigError, load_pretrain_config
-from lmp_model.pretrain.dist import free_port
+from lmp_model.pretrain.dist import launch_command
 
 DEFAULT_BUDGET = {"shot": 0.25, "scene": 0.75}
 RUNNABLE = ("shot", "scene")
@@ -71,19 +71,7 @@ def stage_overrides(cfg, stage: str, frac: float, prev_export: str | None) -> li
 
 def command(config: str, overrides: list[str], nproc: int, resume: bool) -> list[str]:
     args = [config, *overrides] + (["--resume"] if resume else [])
-    if nproc <= 1:
-        return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(nproc),
-    ]
-    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
+    return launch_command(args, nproc)
 
 
 def main(argv: list[str] | None = None) -> int:

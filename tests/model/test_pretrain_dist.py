@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from lmp_model.export import load_pretrained
-from lmp_model.pretrain.dist import free_port
+from lmp_model.pretrain.dist import launch_command
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "experiments" / "configs" / "pretrain" / "tiny.yaml"
@@ -53,19 +53,7 @@ def command(store: Path, tmp: Path, nproc: int, *overrides: str, resume: bool = 
         "train.threads=1",
         *overrides,
     ] + (["--resume"] if resume else [])
-    if nproc == 1:
-        return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(nproc),
-    ]
-    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
+    return launch_command(args, nproc)
 
 
 def launch(cmd: list[str], timeout: float = 300) -> dict:

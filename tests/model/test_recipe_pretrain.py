@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from lmp_model.export import load_pretrained
-from lmp_model.pretrain.dist import free_port
+from lmp_model.pretrain.dist import launch_command
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "experiments" / "configs" / "pretrain"
@@ -47,19 +47,7 @@ def command(recipe: str, demo, tmp: Path, nproc: int, *overrides: str, resume: b
         "train.threads=1",
         *overrides,
     ] + (["--resume"] if resume else [])
-    if nproc == 1:
-        return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(nproc),
-    ]
-    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
+    return launch_command(args, nproc)
 
 
 def bench(export: str | Path, demo, out: Path) -> pl.DataFrame:

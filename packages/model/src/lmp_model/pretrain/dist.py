@@ -38,6 +38,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch_command(args: list[str], nproc: int = 1) -> list[str]:
+    """The argv of `lmp-pretrain ARGS` on this machine: one process, or `nproc` ranks under torchrun's
+    launcher on loopback (a free port). No shell string: each argument stays one argv entry."""
+    import sys
+
+    if nproc <= 1:
+        return [sys.executable, "-m", "lmp_model.pretrain.cli", *args]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+    ]
+    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    return [*launcher, "-m", "lmp_model.pretrain.cli", *args]
+
+
 def _slurm_master_addr() -> str:
     nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
     if not nodes:
