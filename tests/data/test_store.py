@@ -99,8 +99,10 @@ def test_empty_store_and_create_errors(store, tmp_path):
         FeatureStore.open(tmp_path / "nowhere")
     with pytest.raises(StoreError, match=r"encoders\.audio\.dim"):
         FeatureStore.create(tmp_path / "s2", encoders={**ENC, "audio": {"name": "a", "dim": 0}})
-    with pytest.raises(StoreError, match="exactly the keys"):
-        FeatureStore.create(tmp_path / "s3", encoders={"video": ENC["video"]})
+    with pytest.raises(StoreError, match=r"including \['video'\]"):  # audio/text optional, video not
+        FeatureStore.create(tmp_path / "s3", encoders={"audio": ENC["audio"], "text": ENC["text"]})
+    with pytest.raises(StoreError, match=r"keys from \['video', 'audio', 'text'\]"):
+        FeatureStore.create(tmp_path / "s4", encoders={**ENC, "depth": ENC["video"]})
     with pytest.raises(KeyError, match="nope"):
         store.read_movie("nope")
 

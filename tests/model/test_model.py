@@ -288,8 +288,10 @@ def test_bad_batches_name_the_field():
         model({key: v for key, v in batch.items() if key != "token_shot"})
     with pytest.raises(ValueError, match="max_shots"):
         model(make_batch(k=20))
+    with pytest.raises(ValueError, match="dims"):  # audio/text may be missing (a MAD store), video not
+        LMP(tiny(), {"audio": 4, "text": 4})
     with pytest.raises(ValueError, match="dims"):
-        LMP(tiny(), {"video": 4, "audio": 4})
+        LMP(tiny(), {"video": 4, "audio": -1})
 
 
 # --------------------------------------------------------------------------------------- configs

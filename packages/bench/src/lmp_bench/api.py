@@ -5,7 +5,7 @@ the clip store with the frozen model, time-average, concatenate the chosen featu
 per task and seed on the train split (best epoch on val), score on test. With `model=None` it gives
 the no-pretraining baselines of Table 1 (`no_pretrain`, labelled rows, `NO_PRETRAIN`):
 
-- "base": the base features alone (v_base + a_base, no model);
+- "base": the base features alone (v_base + a_base, no model; v_base alone for a store without audio);
 - "random_init": the architecture at its random initialisation, frozen, probed like a pretrained model;
 - "scratch": the paper's row, the architecture trained from scratch on each task (`lmp_bench.scratch`).
 
@@ -33,11 +33,13 @@ from lmp_bench.features import (
     ClipFeatures,
     base_features,
     check_model_features,
+    check_store_features,
     encode_clips,
     model_default_features,
     model_features,
     model_label,
     parse_features,
+    store_base_features,
 )
 from lmp_bench.lvu import TASKS
 from lmp_bench.lvu_probe import probe_lvu
@@ -202,26 +204,30 @@ def evaluate_lvu(
         for mode in modes:
             label = method if (method and len(modes) == 1) else NO_PRETRAIN[mode]
             if mode == "base":
-                base_names = tuple(n for n in names if n in BASE_FEATURES) or BASE_FEATURES
+                base_names = tuple(n for n in names if n in BASE_FEATURES)
+                check_store_features(store, base_names)
+                base_names = base_names or store_base_features(store)
                 results.append(_run(base_features(store), base_names, method=label, **common))
             elif mode == "random_init":
                 rnd = random_model(store, model_config, seed=init_seed or 0, k=k)
+                rnd_names = _model_names(rnd, features, names)
                 feats = encode_clips(
                     rnd, store, k=_window_k(rnd, k, None), stride=stride, batch_size=batch_size,
-                    threads=threads, features=names,
+                    threads=threads, features=rnd_names,
                 )  # fmt: skip
-                results.append(_run(feats, names, method=label, **common))
+                results.append(_run(feats, rnd_names, method=label, **common))
             else:
                 from lmp_bench.scratch import ScratchConfig, scratch_lvu
 
                 kk = (
                     k if k is not None else min(DEFAULT_K, int(getattr(model_config, "max_shots", DEFAULT_K)))
                 )
+                scratch_names = _model_names(random_model(store, model_config, k=kk), features, names)
                 results.append(
                     scratch_lvu(
                         store,
                         labels_dir,
-                        names,
+                        scratch_names,
                         model_config,
                         task_list,
                         seeds,
@@ -242,6 +248,7 @@ def evaluate_lvu(
     names = _model_names(lmp, features, names)
     kk = _window_k(lmp, k, info.get("k"))
     if all(n in BASE_FEATURES for n in names):
+        check_store_features(store, names)
         feats = base_features(store)
     else:
         feats = encode_clips(
@@ -283,6 +290,7 @@ def features_matrix(
     store = open_store(eval_store)
     names = parse_features(features)
     if model is None or all(n in BASE_FEATURES for n in names):
+        check_store_features(store, names)
         f = base_features(store)
     else:
         lmp, info = resolve_model(model)

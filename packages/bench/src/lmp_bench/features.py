@@ -16,6 +16,10 @@ concatenation of cached arrays. Results are cached in memory per (model, store, 
 
 Any pretraining recipe (`lmp_model.recipes`: LMP, HSSL, M2S) is encoded the same way: the recipe
 declares its features and the mask each is averaged under (`model_features`); the names above are LMP's.
+
+Missing modalities: only features that exist are offered. A model pretrained on a store without audio
+(e.g. a MAD import) provides no a_base, a_ctx, v_cross_a, v_cross_l; a store without audio has no a_base.
+Asking for one is a one-line ValueError naming the feature and the missing modality.
 """
 
 from __future__ import annotations
@@ -67,13 +71,38 @@ def model_features(model) -> dict[str, str]:
 
 
 def model_default_features(model) -> str:
-    """The features a model is probed with unless told otherwise (its recipe's; LMP: DEFAULT_FEATURES)."""
-    from lmp_model.recipes import recipe_spec
+    """The features a model is probed with unless told otherwise (its recipe's; LMP: DEFAULT_FEATURES),
+    less those it does not provide (a model without audio: LMP's default becomes v_ctx)."""
+    from lmp_model.recipes import recipe_default_features
 
     try:
-        return recipe_spec(model).default_features
+        return recipe_default_features(model)
     except ValueError:
         return DEFAULT_FEATURES
+
+
+FEATURE_NEEDS = {
+    "v_base": ("video",),
+    "a_base": ("audio",),
+    "v_ctx": ("video",),
+    "a_ctx": ("audio",),
+    "l_ctx": ("text",),
+    "v_cross_a": ("audio", "text"),
+    "v_cross_l": ("audio", "text"),
+    "l_shot": ("text",),
+}
+"""The modalities each of LMP's features needs beyond video (the cross-modal ones need the cross-modal
+transformers, which exist only with both audio and language)."""
+
+
+def _missing_why(model, names: Sequence[str]) -> str:
+    """ ", which need audio (the model was pretrained without it)" for features a model lacks because
+    of a missing modality; "" when that is not the reason."""
+    lacks = tuple(getattr(model, "missing", ()))
+    need = sorted({m for n in names for m in FEATURE_NEEDS.get(n, ()) if m in lacks})
+    if not need:
+        return ""
+    return f", which need {'/'.join(need)} (the model was pretrained on a store without it)"
 
 
 def model_label(model) -> str:
@@ -92,8 +121,27 @@ def check_model_features(model, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in have]
     if missing:
         raise ValueError(
-            f"features {missing} are not provided by the {model_label(model)} model "
-            f"(it provides {'+'.join(have)}; default {model_default_features(model)})"
+            f"features {missing} are not provided by the {model_label(model)} model"
+            f"{_missing_why(model, missing)} (it provides {'+'.join(have)}; default "
+            f"{model_default_features(model)})"
+        )
+
+
+def store_base_features(store) -> tuple[str, ...]:
+    """The base features a store can give: v_base, and a_base when it has audio."""
+    dims = getattr(store, "dims", {})
+    return tuple(n for n in BASE_FEATURES if n == "v_base" or "audio" in dims)
+
+
+def check_store_features(store, names: Sequence[str]) -> None:
+    """ValueError (one line) when a base feature of `names` needs a modality `store` does not have."""
+    have = store_base_features(store)
+    bad = [n for n in names if n in BASE_FEATURES and n not in have]
+    if bad:
+        mods = getattr(store, "modalities", ())
+        raise ValueError(
+            f"features {bad} need audio, which store {_store_key(store)} does not have "
+            f"(its modalities: {', '.join(mods)}; base features it gives: {'+'.join(have)})"
         )
 
 
@@ -164,22 +212,22 @@ def _load(store, clip_ids: list[str]) -> tuple[object, list[str], dict[str, str]
 
 
 def base_features(store, clip_ids: Sequence[str] | None = None) -> ClipFeatures:
-    """v_base and a_base straight from the store (no model): the mean base feature of each clip."""
+    """v_base and a_base straight from the store (no model): the mean base feature of each clip (a_base
+    only when the store has audio)."""
     key = (_store_key(store), tuple(clip_ids) if clip_ids is not None else None)
     if key in _BASE_CACHE:
         return _BASE_CACHE[key]
     ids = list(clip_ids) if clip_ids is not None else store.movies()["movie_id"].to_list()
     mem, ids, failed = _load(store, ids)
-    out = {n: [] for n in BASE_FEATURES}
+    names = store_base_features(store)
+    src = {"v_base": "video", "a_base": "audio"}
+    out = {n: [] for n in names}
     for c in ids:
         mv = mem.movie(c)
-        out["v_base"].append(np.asarray(mv["video"], np.float64).mean(0))
-        out["a_base"].append(np.asarray(mv["audio"], np.float64).mean(0))
+        for n in names:
+            out[n].append(np.asarray(mv[src[n]], np.float64).mean(0))
     dims = store.dims
-    arrays = {
-        "v_base": np.asarray(out["v_base"], np.float32).reshape(len(ids), dims["video"]),
-        "a_base": np.asarray(out["a_base"], np.float32).reshape(len(ids), dims["audio"]),
-    }
+    arrays = {n: np.asarray(out[n], np.float32).reshape(len(ids), dims[src[n]]) for n in names}
     res = _drop_nonfinite(ClipFeatures(ids, arrays, failed))
     _BASE_CACHE[key] = res
     return res
@@ -317,8 +365,8 @@ def text_free(model=None) -> tuple[str, ...]:
     """Features of `model` that do not depend on the language tokens: LMP's `TEXT_FREE`; for another
     recipe all of its features when it reads no language (`model.modalities`), else the base ones."""
     have = model_features(model) if model is not None else dict.fromkeys(FEATURES)
-    if model is None or set(have) == set(FEATURES):
-        return TEXT_FREE
+    if model is None or set(have) == set(FEATURES) or model_label(model) == "LMP":
+        return tuple(n for n in TEXT_FREE if n in have)  # LMP's (a model without audio has fewer)
     if "text" in tuple(getattr(model, "modalities", ("text",))):
         return tuple(n for n in have if n in BASE_FEATURES)
     return tuple(have)

@@ -18,6 +18,9 @@ them into a dict of tensors (float32 unless noted). Padding is always zeros and 
 
 Overlap of a span [a, b] with a shot [c, d]: `a < d and b > c`; a zero-length span (a == b) overlaps
 when `c <= a <= d`. A window's time range is [start of its first shot, end of its last real shot].
+A modality the store does not have (`FeatureStore.modalities`, e.g. no audio in a MAD import) keeps its
+keys with a feature width of 0: `audio` [N, k, 0]; without language `text` [N, 1, 0], `text_mask` and
+`token_shot` all False. Models read only the modalities they were built for.
 A single window item (`ShotWindows[i]`) has `video` [k, Dv], `audio` [k, Da], `shot_mask` [k],
 `text` [T_i, Dl], `token_shot` [T_i, k], `start` int and `movie` str (no `text_mask`).
 """

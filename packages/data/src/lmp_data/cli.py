@@ -20,6 +20,7 @@ import traceback
 COMMAND_MODULES = (
     "lmp_data.commands.info",  # info STORE
     "lmp_data.commands.import_npz",  # import DIR STORE
+    "lmp_data.commands.import_mad",  # import-mad FRAMES.h5 STORE --annotations MAD_*.json
     "lmp_data.demo.command",  # demo OUT
     "lmp_data.ingest.command",  # ingest MOVIES_DIR STORE
 )

@@ -5,6 +5,7 @@ Layout on disk (local paths)::
     STORE/store.json                      format, version, dtype and the encoders {name, dim, ...}
     STORE/movies/<id>.<token>/            one Zarr v3 group per movie: shots [S,2] f64, video [S,Dv],
                                           audio [S,Da], text [T,Dl], text_spans [T,2] f64
+                                          (only the arrays of the store's modalities, see below)
     STORE/manifest/<id>.parquet           one manifest row per movie (Polars); its `group` column names
                                           the Zarr group. This file is the commit marker.
     STORE/movies/.tmp-<id>.<token>/       a movie being written (never read)
@@ -17,6 +18,12 @@ movie and a killed writer leaves only `.tmp-*`/unreferenced groups that `cleanup
 different movies touch disjoint files, so concurrent writers need no lock. Creating a new id uses
 `os.link` (fails if the id appeared meanwhile), overwriting uses `os.replace`, so `overwrite=False`
 holds even between racing processes. The old group of an overwritten movie is removed after the switch.
+
+Modalities: a store has video and, optionally, audio and/or language; its `encoders` name the ones it
+has (`modalities`). A store created without, say, audio (MAD's public release has none) writes no audio
+array; in memory (`InMemoryStore`) a missing modality is a zero-width array ([S, 0]; language: [0, 0] with
+`text_spans` [0, 2]), so windows and batches keep their keys and shapes with a feature width of 0, and
+`dims` lists only the modalities the store has.
 """
 
 from __future__ import annotations
@@ -49,6 +56,16 @@ log = logging.getLogger(__name__)
 FORMAT = "lmp-feature-store"
 VERSION = 1
 ARRAYS = ("shots", "video", "audio", "text", "text_spans")
+SHOT_ARRAYS = ("shots", "video", "audio")
+"""Arrays with one row per shot (the others have one row per language token)."""
+
+
+def store_arrays(modalities: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The arrays a store of these modalities keeps per movie (`text_spans` goes with `text`)."""
+    have = set(modalities) | {"shots"} | ({"text_spans"} if "text" in modalities else set())
+    return tuple(a for a in ARRAYS if a in have)
+
+
 BASE_COLUMNS = {"movie_id": pl.String, "n_shots": pl.Int64, "n_tokens": pl.Int64, "duration": pl.Float64}
 CHUNK_BYTES = 1 << 20
 """Target bytes per Zarr chunk (rows x dim): big enough for fast whole-movie loads, small for windows."""
@@ -137,8 +154,14 @@ class InMemoryStore:
         self.index = {m: i for i, m in enumerate(self.movie_ids)}
 
     @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the store has, in `MODALITIES` order (a missing one is zero-width here)."""
+        return tuple(m for m in MODALITIES if m in self.encoders)
+
+    @property
     def dims(self) -> dict[str, int]:
-        return {m: int(self.encoders[m]["dim"]) for m in MODALITIES}
+        """Feature width of each modality the store has (a missing modality is absent)."""
+        return {m: int(self.encoders[m]["dim"]) for m in self.modalities}
 
     @property
     def n_shots(self) -> int:
@@ -165,7 +188,10 @@ class FeatureStore:
         self.path = Path(path)
         self.info = info
         self.encoders: dict[str, dict[str, Any]] = info["encoders"]
-        self.dims: dict[str, int] = {m: int(self.encoders[m]["dim"]) for m in MODALITIES}
+        self.modalities: tuple[str, ...] = tuple(m for m in MODALITIES if m in self.encoders)
+        """The modalities this store has (video always; audio and text when it has their encoders)."""
+        self.dims: dict[str, int] = {m: int(self.encoders[m]["dim"]) for m in self.modalities}
+        self.arrays: tuple[str, ...] = store_arrays(self.modalities)
         self.dtype = np.dtype(info["dtype"])
 
     # -- opening -------------------------------------------------------------------------------------
@@ -178,7 +204,8 @@ class FeatureStore:
         exist_ok: bool = False,
     ) -> FeatureStore:
         """Create an empty store for one encoder set. With `exist_ok`, an existing store with the same
-        encoders and dtype is opened instead (a different one is an error)."""
+        encoders and dtype is opened instead (a different one is an error). `encoders` may leave out
+        audio and/or text: the store then has only the modalities named (video is required)."""
         path = Path(path)
         encoders = check_encoders(encoders)
         try:
@@ -232,6 +259,11 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, dims={self.dims}, dtype={self.dtype.name})"
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The modalities this store does not have (e.g. ("audio",) for a MAD import)."""
+        return tuple(m for m in MODALITIES if m not in self.modalities)
+
     # -- paths ---------------------------------------------------------------------------------------
     def _manifest_path(self, movie_id: str) -> Path:
         return self.path / "manifest" / f"{check_movie_id(movie_id)}.parquet"
@@ -259,15 +291,16 @@ class FeatureStore:
         *,
         shots: Any,
         video: Any,
-        audio: Any,
-        text: Any,
-        text_spans: Any,
+        audio: Any = None,
+        text: Any = None,
+        text_spans: Any = None,
         meta: dict[str, Any] | None = None,
         overwrite: bool = False,
     ) -> None:
         """Validate and atomically write one movie. `shots` [S,2] (start, end seconds), `video` [S,Dv],
         `audio` [S,Da], `text` [T,Dl] (T may be 0), `text_spans` [T,2]; `meta` JSON-able metadata that
-        becomes manifest columns. Rewriting an existing id needs `overwrite=True`."""
+        becomes manifest columns. Rewriting an existing id needs `overwrite=True`. A modality the store
+        does not have is left at None (giving it is an error naming the field)."""
         check_movie_id(movie_id)
         meta = check_meta(movie_id, meta)
         try:
@@ -299,7 +332,7 @@ class FeatureStore:
         tmp_group = self.path / "movies" / f".tmp-{group}"
         try:
             g = zarr.open_group(tmp_group, mode="w")
-            for name in ARRAYS:
+            for name in self.arrays:
                 a = arrays[name]
                 g.create_array(name, data=a, chunks=(_chunk_rows(a.shape[1], a.itemsize), a.shape[1]))
             g.attrs.update({"movie_id": movie_id, "meta": meta_json})
@@ -312,7 +345,7 @@ class FeatureStore:
         row = {
             "movie_id": movie_id,
             "n_shots": int(shots_.shape[0]),
-            "n_tokens": int(arrays["text"].shape[0]),
+            "n_tokens": int(arrays["text"].shape[0]) if "text" in arrays else 0,
             "duration": float(shots_[-1, 1] - shots_[0, 0]),
             **meta,
             "group": group,
@@ -467,14 +500,15 @@ class FeatureStore:
         row = self._row(movie_id)
         try:
             g = zarr.open_group(self.path / "movies" / row["group"], mode="r")
-            return {name: g[name] for name in ARRAYS}
+            return {name: g[name] for name in self.arrays}
         except (FileNotFoundError, KeyError) as e:
             raise StoreError(
                 f"store {self.path}: movie {movie_id!r}: group {row['group']} unreadable ({e})"
             ) from e
 
     def read_movie(self, movie_id: str) -> dict[str, np.ndarray]:
-        """The movie's arrays as numpy: shots, video, audio, text, text_spans (stored dtypes)."""
+        """The movie's arrays as numpy: shots, video, audio, text, text_spans (stored dtypes; only those of
+        the store's modalities)."""
         return {name: a[...] for name, a in self.open_arrays(movie_id).items()}
 
     def load_all(
@@ -500,11 +534,12 @@ class FeatureStore:
         to = np.concatenate([[0], np.cumsum(nt)]).astype(np.int64)
         dtype = np.dtype(dtype)
         d = self.dims
+        # a missing modality is zero-width (language: no tokens at all), see the module docstring
         out = {
             "shots": np.empty((so[-1], 2), np.float64),
             "video": np.empty((so[-1], d["video"]), dtype),
-            "audio": np.empty((so[-1], d["audio"]), dtype),
-            "text": np.empty((to[-1], d["text"]), dtype),
+            "audio": np.empty((so[-1], d.get("audio", 0)), dtype),
+            "text": np.empty((to[-1], d.get("text", 0)), dtype),
             "text_spans": np.empty((to[-1], 2), np.float64),
         }
 
@@ -512,7 +547,7 @@ class FeatureStore:
             m = movie_ids[i]
             arrs = self.open_arrays(m)
             for name, a in arrs.items():
-                lo, hi = (so[i], so[i + 1]) if name in ("shots", "video", "audio") else (to[i], to[i + 1])
+                lo, hi = (so[i], so[i + 1]) if name in SHOT_ARRAYS else (to[i], to[i + 1])
                 if a.shape[0] != hi - lo:
                     raise StoreError(
                         f"store {self.path}: movie {m!r}, field {name!r}: {a.shape[0]} rows on disk, "

@@ -46,13 +46,29 @@ def check_movie_id(movie_id: Any) -> str:
     return movie_id
 
 
+REQUIRED_MODALITIES = ("video",)
+"""Every store has video: shots are cut on it, and it is the anchor of every inter- and cross-modal term.
+Audio and language are optional (e.g. MAD, released as frame features + sentences, has no audio)."""
+
+
 def check_encoders(encoders: Any) -> dict[str, dict[str, Any]]:
-    """Normalise `{"video": {"name": str, "dim": int, ...}, "audio": ..., "text": ...}`."""
-    if not isinstance(encoders, Mapping) or set(encoders) != set(MODALITIES):
-        got = sorted(encoders) if isinstance(encoders, Mapping) else type(encoders).__name__
-        raise StoreError(f"encoders: expected exactly the keys {list(MODALITIES)}, got {got}")
+    """Normalise `{"video": {"name": str, "dim": int, ...}, "audio": ..., "text": ...}`.
+
+    A store may hold a subset of the modalities that includes video (`REQUIRED_MODALITIES`): a modality
+    without an encoder is missing from the store (no arrays on disk, zero width in memory and batches)."""
+    if not isinstance(encoders, Mapping):
+        raise StoreError(
+            f"encoders: expected a dict with keys from {list(MODALITIES)}, got {type(encoders).__name__}"
+        )
+    unknown = sorted(str(k) for k in encoders if k not in MODALITIES)
+    missing = [m for m in REQUIRED_MODALITIES if m not in encoders]
+    if unknown or missing:
+        raise StoreError(
+            f"encoders: expected keys from {list(MODALITIES)} including {list(REQUIRED_MODALITIES)}, "
+            f"got {sorted(str(k) for k in encoders)}"
+        )
     out: dict[str, dict[str, Any]] = {}
-    for m in MODALITIES:
+    for m in (m for m in MODALITIES if m in encoders):
         spec = encoders[m]
         if not isinstance(spec, Mapping):
             raise StoreError(f"encoders.{m}: expected a dict with 'name' and 'dim', got {spec!r}")
@@ -94,8 +110,24 @@ def check_movie(
 ) -> dict[str, np.ndarray]:
     """Validate one movie's arrays against the store's `dims`; return them converted for storage.
 
-    Times become float64, features `dtype`. Raises `StoreError` naming the movie and field.
+    Times become float64, features `dtype`. Raises `StoreError` naming the movie and field. A modality
+    absent from `dims` (a store without it) must be given as None; its arrays are not returned (without
+    language, `text_spans` neither).
     """
+    for field, value in (("audio", audio), ("text", text)):
+        if field not in dims and value is not None:
+            raise StoreError(
+                f"movie {movie_id!r}, field {field!r}: the store has no {field} encoder (modalities "
+                f"{[m for m in MODALITIES if m in dims]}): pass {field}=None"
+            )
+        if field in dims and value is None:
+            raise StoreError(
+                f"movie {movie_id!r}, field {field!r}: missing (the store has a {field} encoder)"
+            )
+    if "text" not in dims and text_spans is not None and np.size(text_spans):
+        raise StoreError(
+            f"movie {movie_id!r}, field 'text_spans': the store has no text encoder: pass text_spans=None"
+        )
     shots = _array(movie_id, "shots", shots, 2).astype(np.float64)
     n = shots.shape[0]
     if n < 1 or shots.shape[1] != 2:
@@ -119,6 +151,8 @@ def check_movie(
     feats = {}
     limit = float(np.finfo(dtype).max) if np.issubdtype(dtype, np.floating) else np.inf
     for field, value, rows in (("video", video, n), ("audio", audio, n), ("text", text, None)):
+        if field not in dims:
+            continue
         d = dims[field]
         if field == "text" and np.size(value) == 0:
             value = np.zeros((0, d))  # a movie without any language token (T = 0)
@@ -138,6 +172,8 @@ def check_movie(
                 "with a wider dtype"
             )
         feats[field] = arr.astype(dtype)
+    if "text" not in dims:
+        return {"shots": shots, **feats}
     spans = np.asarray(text_spans)
     spans = _array(movie_id, "text_spans", np.zeros((0, 2)) if spans.size == 0 else spans, 2)
     spans = spans.astype(np.float64)

@@ -234,8 +234,8 @@ class ShotWindows(Dataset):
         mem, k = self.mem, self.k
         mv = mem.movie(mem.movie_ids[m])
         n = min(k, len(mv["shots"]) - start)
-        video = torch.zeros(k, mem.dims["video"])
-        audio = torch.zeros(k, mem.dims["audio"])
+        video = torch.zeros(k, mem.video.shape[1])
+        audio = torch.zeros(k, mem.audio.shape[1])  # width 0 for a store without audio
         video[:n] = torch.from_numpy(mv["video"][start : start + n])
         audio[:n] = torch.from_numpy(mv["audio"][start : start + n])
         shots = mv["shots"][start : start + n]
@@ -325,7 +325,10 @@ class ShotWindows(Dataset):
 
 
 def _gather(rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """rows[idx] as float32 (one pass for float32 memory, a second for the float16 conversion)."""
+    """rows[idx] as float32 (one pass for float32 memory, a second for the float16 conversion).
+    No rows at all (a store without language, or whose movies have no token): zeros, the padding."""
+    if rows.shape[0] == 0:
+        return np.zeros((len(idx), rows.shape[1]), np.float32)
     out = np.take(rows, idx, axis=0)
     return out if out.dtype == np.float32 else out.astype(np.float32)
 

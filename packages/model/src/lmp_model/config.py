@@ -23,6 +23,20 @@ PAPER_TERMS = INTRA_TERMS + INTER_TERMS + CROSS_TERMS
 ALL_TERMS = PAPER_TERMS + WINDOW_TERMS
 
 
+def term_modalities(term: str) -> tuple[str, ...]:
+    """The modalities a loss term needs: a model built without one of them (a store without audio, e.g.
+    MAD) drops the term. intra/<m>, window/<m>: m; inter/v2a, a2v: video + audio; inter/v2l, l2v: video +
+    text; cross/*: all three (Eq. 6 pairs the audio- and the language-conditioned video)."""
+    group, name = term.split("/", 1)
+    if group in ("intra", "window"):
+        return (name,)
+    if group == "inter":
+        return ("video", "audio") if name in ("v2a", "a2v") else ("video", "text")
+    if group == "cross":
+        return MODALITIES
+    raise ValueError(f"unknown loss term {term!r}; known: {list(ALL_TERMS)}")
+
+
 @dataclass
 class ProjectionConfig:
     """Sec. 3.1: a linear layer from each modality's base features to the common width `d`."""

@@ -246,11 +246,21 @@ def _with_legacy(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_store_encoders(model: torch.nn.Module, store_encoders: Mapping[str, Any]) -> None:
-    """Refuse a store whose encoders (name, dim) differ from those the model was pretrained on."""
+    """Refuse a store whose encoders (name, dim) differ from those the model was pretrained on. A store
+    with a modality the model was pretrained without (e.g. audio, for a model of a MAD import) is fine:
+    the model does not read it; a store without one the model reads is refused."""
     mine = getattr(model, "encoders", None)
     if not mine:
         return
+    reads = tuple(getattr(model, "modalities", mine))
     for m, spec in mine.items():
+        if m not in store_encoders and m not in reads:
+            continue
+        if m not in store_encoders:
+            raise ValueError(
+                f"encoders.{m}: model was pretrained with {m} ({spec.get('name')!r}, dim {spec.get('dim')}), "
+                f"the store has no {m} (it has {', '.join(store_encoders)})"
+            )
         other = store_encoders.get(m, {})
         if (spec.get("name"), spec.get("dim")) != (other.get("name"), other.get("dim")):
             raise ValueError(

@@ -4,6 +4,13 @@
 every downstream feature of Table 3 by name, with masks, for probes. The batch is the window batch of
 `lmp_data.batch` (video [N,k,Dv], audio [N,k,Da], shot_mask [N,k], text [N,T,Dl], text_mask [N,T],
 token_shot [N,T,k]).
+
+Missing modalities: `dims` may leave out audio and/or text (a store without them, e.g. MAD: video +
+language). The model then builds no module for a missing modality (no projection, contextual encoder,
+window head; no cross-modal transformer unless both audio and language are there, since Eq. 6 pairs
+them), `forward` drops the loss terms that need it (`dropped_terms`; the pretraining logs them once), and
+`encode` returns only the features that exist (`provided_features`). The batch may carry the missing
+modality (zero-width, as `lmp_data` makes it, or real features from a fuller store): it is not read.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lmp_model.config import MODALITIES, ModelConfig
+from lmp_model.config import MODALITIES, ModelConfig, term_modalities
 from lmp_model.losses import (
     chance_level,
     cross_modal_loss,
@@ -35,6 +42,19 @@ from lmp_model.modules import (
 
 _VALID_KEY = {"video": "shot_mask", "audio": "shot_mask", "text": "text_mask"}
 _CROSS_SOURCES = ("audio", "text")
+
+FEATURE_MODALITIES: dict[str, tuple[str, ...]] = {
+    "v_base": ("video",),
+    "a_base": ("audio",),
+    "v_ctx": ("video",),
+    "a_ctx": ("audio",),
+    "l_ctx": ("text",),
+    "v_cross_a": MODALITIES,
+    "v_cross_l": MODALITIES,
+    "l_shot": ("text",),
+}
+"""The modalities each downstream feature (Table 3) needs; the cross-modal ones need the cross-modal
+transformers, which exist only with both audio and language."""
 
 
 @dataclass
@@ -66,42 +86,90 @@ def _window_groups(movies: object, device: torch.device) -> Tensor | None:
 class LMP(nn.Module):
     """Long-range multimodal pretraining model.
 
-    dims: base feature width per modality, {"video": Dv, "audio": Da, "text": Dl}. Module names:
-    `embed.<m>` (projection, position, [MASK]), `context.<m>` (contextual encoders), `cross.audio` and
-    `cross.text` (two cross-modal transformers) or `cross.shared` (one, `cfg.cross.shared`).
+    dims: base feature width per modality, {"video": Dv, "audio": Da, "text": Dl}; audio and/or text may
+    be left out (or 0): a model without them (see the module docstring). Module names: `embed.<m>`
+    (projection, position, [MASK]), `context.<m>` (contextual encoders), `cross.audio` and `cross.text`
+    (two cross-modal transformers) or `cross.shared` (one, `cfg.cross.shared`).
     """
 
     def __init__(self, cfg: ModelConfig, dims: Mapping[str, int]):
         super().__init__()
-        if set(dims) != set(MODALITIES) or any(int(v) <= 0 for v in dims.values()):
+        unknown = sorted(str(m) for m in dims if m not in MODALITIES)
+        try:
+            widths = {m: int(dims[m]) for m in MODALITIES if m in dims}
+        except (TypeError, ValueError):
+            widths = {"video": -1}
+        if unknown or widths.get("video", 0) <= 0 or any(v < 0 for v in widths.values()):
             raise ValueError(
-                f"LMP dims: expected positive widths for exactly {list(MODALITIES)}, got {dict(dims)}"
+                f"LMP dims: expected a positive width for video and widths for audio and text where the "
+                f"store has them (keys from {list(MODALITIES)}), got {dict(dims)}"
             )
         self.cfg = cfg
-        self.dims = {m: int(dims[m]) for m in MODALITIES}
+        self.modalities = tuple(m for m in MODALITIES if widths.get(m, 0) > 0)
+        """The modalities the model reads (video, plus audio and/or text when the store has them)."""
+        self.missing = tuple(m for m in MODALITIES if m not in self.modalities)
+        self.dims = {m: widths[m] for m in self.modalities}
         d = cfg.d
         max_len = {"video": cfg.max_shots, "audio": cfg.max_shots, "text": cfg.max_tokens}
         self.embed = nn.ModuleDict(
-            {m: ModalityEmbedding(self.dims[m], d, max_len[m], cfg.projection) for m in MODALITIES}
+            {m: ModalityEmbedding(self.dims[m], d, max_len[m], cfg.projection) for m in self.modalities}
         )
-        self.context = nn.ModuleDict({m: ContextualEncoder(d, cfg.encoder) for m in MODALITIES})
-        if cfg.cross.shared:
+        self.context = nn.ModuleDict({m: ContextualEncoder(d, cfg.encoder) for m in self.modalities})
+        if not self.has_cross:
+            pass  # Eq. 6 pairs audio- and language-conditioned video: no transformer without both
+        elif cfg.cross.shared:
             self.cross = nn.ModuleDict({"shared": CrossModalTransformer(d, cfg.cross, num_sources=2)})
         else:
             self.cross = nn.ModuleDict({m: CrossModalTransformer(d, cfg.cross) for m in _CROSS_SOURCES})
         if cfg.loss.window > 0 and cfg.loss.window_head != "none":
-            self.window_head = nn.ModuleDict({m: _window_head(d, cfg.loss.window_head) for m in MODALITIES})
+            self.window_head = nn.ModuleDict(
+                {m: _window_head(d, cfg.loss.window_head) for m in self.modalities}
+            )
+
+    @property
+    def has_cross(self) -> bool:
+        """Whether the cross-modal transformers exist (both audio and language present)."""
+        return all(m in self.modalities for m in _CROSS_SOURCES)
+
+    @property
+    def dropped_terms(self) -> tuple[str, ...]:
+        """Loss terms the config turns on that need a modality this model lacks (not computed)."""
+        return tuple(
+            t
+            for t in self.cfg.loss.enabled_terms()
+            if any(m not in self.modalities for m in term_modalities(t))
+        )
+
+    def terms_on(self) -> tuple[str, ...]:
+        """The loss terms `forward` computes: those the config turns on, less `dropped_terms`."""
+        dropped = set(self.dropped_terms)
+        return tuple(t for t in self.cfg.loss.enabled_terms() if t not in dropped)
+
+    def provided_features(self) -> dict[str, str]:
+        """{feature: its mask key in `encode`'s output} for the features this model provides (Table 3's,
+        less those that need a missing modality)."""
+        from lmp_model.recipes.base import LMP_FEATURES
+
+        return {
+            n: mask
+            for n, mask in LMP_FEATURES.items()
+            if all(m in self.modalities for m in FEATURE_MODALITIES[n])
+        }
 
     # ----------------------------------------------------------------------------------------- input
     def check_batch(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
         """Validate shapes against `dims`/config and move tensors to the model's device.
 
         Raises ValueError naming the field and what was expected. A batch with T = 0 gets one padded
-        (masked) token so every sequence op has a length.
+        (masked) token so every sequence op has a length. Only the fields of the model's modalities are
+        read and returned (a missing modality's fields may be absent or anything).
         """
         device = next(self.parameters()).device
         out: dict[str, Tensor] = {}
-        for key in ("video", "audio", "shot_mask", "text", "text_mask", "token_shot"):
+        has_text = "text" in self.dims
+        keys = ["video", "shot_mask"] + (["audio"] if "audio" in self.dims else [])
+        keys += ["text", "text_mask", "token_shot"] if has_text else []
+        for key in keys:
             if key not in batch:
                 raise ValueError(f"LMP batch: missing field {key!r}")
             value = batch[key]
@@ -110,32 +178,35 @@ class LMP(nn.Module):
                     f"LMP batch field {key!r}: expected a torch.Tensor, got {type(value).__name__}"
                 )
             out[key] = value.to(device)
-        video, text = out["video"], out["text"]
+        video = out["video"]
         if video.dim() != 3:
             raise ValueError(f"LMP batch field 'video': expected [N, k, Dv], got shape {tuple(video.shape)}")
         n, k = video.shape[:2]
-        expect = {
-            "video": (n, k, self.dims["video"]),
-            "audio": (n, k, self.dims["audio"]),
-            "shot_mask": (n, k),
-        }
-        if text.dim() == 3:
+        expect = {"video": (n, k, self.dims["video"]), "shot_mask": (n, k)}
+        if "audio" in self.dims:
+            expect["audio"] = (n, k, self.dims["audio"])
+        t = 0
+        if has_text:
+            text = out["text"]
+            if text.dim() != 3:
+                raise ValueError(
+                    f"LMP batch field 'text': expected [N, T, Dl], got shape {tuple(text.shape)}"
+                )
             t = text.shape[1]
             expect |= {"text": (n, t, self.dims["text"]), "text_mask": (n, t), "token_shot": (n, t, k)}
-        else:
-            raise ValueError(f"LMP batch field 'text': expected [N, T, Dl], got shape {tuple(text.shape)}")
         for key, shape in expect.items():
             if tuple(out[key].shape) != shape:
                 raise ValueError(
                     f"LMP batch field {key!r}: expected shape {shape}, got {tuple(out[key].shape)}"
                 )
         for key in ("shot_mask", "text_mask", "token_shot"):
-            out[key] = out[key].bool()
+            if key in out:
+                out[key] = out[key].bool()
         if k > self.cfg.max_shots:
             raise ValueError(f"LMP batch: k={k} shots exceeds ModelConfig.max_shots={self.cfg.max_shots}")
         if t > self.cfg.max_tokens:
             raise ValueError(f"LMP batch: T={t} tokens exceeds ModelConfig.max_tokens={self.cfg.max_tokens}")
-        if t == 0:
+        if has_text and t == 0:
             out["text"] = text.new_zeros(n, 1, text.shape[2])
             out["text_mask"] = out["text_mask"].new_zeros(n, 1)
             out["token_shot"] = out["token_shot"].new_zeros(n, 1, k)
@@ -146,7 +217,8 @@ class LMP(nn.Module):
     ) -> dict[str, Tensor]:
         """The [MASK] positions of every modality: `masking.ratio` of each window's valid tokens."""
         return {
-            m: sample_token_mask(batch[_VALID_KEY[m]], self.cfg.masking.ratio, generator) for m in MODALITIES
+            m: sample_token_mask(batch[_VALID_KEY[m]], self.cfg.masking.ratio, generator)
+            for m in self.modalities
         }
 
     # ----------------------------------------------------------------------------------- internals
@@ -192,11 +264,17 @@ class LMP(nn.Module):
         drawing them with `generator` / the torch RNG. Masking is applied only when an intra-modal term
         of that modality is on; terms that are off are not computed, so their modules get no gradient.
         The window terms (`loss.window`, not in the paper) group windows by the batch's `movie` field
-        (ids, or ints) and are left out when the batch has none.
+        (ids, or ints) and are left out when the batch has none. Terms that need a modality the model
+        lacks are not computed (`dropped_terms`).
         """
         cfg = self.cfg
-        terms_on = cfg.loss.enabled_terms()
+        terms_on = self.terms_on()
         if not terms_on:
+            if self.dropped_terms:
+                raise ValueError(
+                    f"LMP.forward: every loss term that is on ({', '.join(self.dropped_terms)}) needs "
+                    f"{'/'.join(self.missing)}, which this model (its store) lacks; nothing to train"
+                )
             raise ValueError("LMP.forward: every loss term is off (ModelConfig.loss); nothing to train")
         b = self.check_batch(batch)
         intra_mods = [t.split("/")[1] for t in terms_on if t.startswith("intra/")]
@@ -227,7 +305,7 @@ class LMP(nn.Module):
         }
 
         ctx, tgt, tokens = {}, {}, {}
-        for m in MODALITIES:
+        for m in self.modalities:
             if m in need:
                 to_mask, swap = replace.get(m, (None, None))
                 tokens[m], tgt[m] = self.embed[m](b[m], to_mask, swap)
@@ -311,26 +389,32 @@ class LMP(nn.Module):
         [N,k], text_mask [N,T], l_shot_mask [N,k] (shot has language tokens), v_cross_l_mask [N,k]
         (valid shot of a window with language; elsewhere v_cross_l, conditioned on no language, is zeroed).
         The caller wraps it in torch.no_grad() and sets eval() as needed.
+        A model without audio or language returns only what exists (`provided_features`, and the masks
+        of those: no text_mask / l_shot_mask without language, no v_cross_* without both).
         """
         b = self.check_batch(batch)
-        shot_mask, text_mask = b["shot_mask"], b["text_mask"]
-        ctx = {m: self._contextual(m, b, None)[0] for m in MODALITIES}
-        v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
-        v_l = self._cross("text", ctx["text"], b, ctx["video"])
-        l_shot, l_shot_mask = language_per_shot(ctx["text"], text_mask, b["token_shot"])
+        shot_mask = b["shot_mask"]
+        ctx = {m: self._contextual(m, b, None)[0] for m in self.modalities}
         s = shot_mask.unsqueeze(-1)
-        has_text = text_mask.any(dim=1, keepdim=True)
-        return {
-            "v_base": b["video"] * s,
-            "a_base": b["audio"] * s,
-            "v_ctx": ctx["video"] * s,
-            "a_ctx": ctx["audio"] * s,
-            "l_ctx": ctx["text"] * text_mask.unsqueeze(-1),
-            "v_cross_a": v_a * s,
-            "v_cross_l": v_l * (shot_mask & has_text).unsqueeze(-1),
-            "l_shot": l_shot,
-            "shot_mask": shot_mask,
-            "text_mask": text_mask,
-            "l_shot_mask": l_shot_mask & shot_mask,
-            "v_cross_l_mask": shot_mask & has_text,
-        }
+        out = {"v_base": b["video"] * s, "v_ctx": ctx["video"] * s, "shot_mask": shot_mask}
+        if "audio" in ctx:
+            out |= {"a_base": b["audio"] * s, "a_ctx": ctx["audio"] * s}
+        if "text" in ctx:
+            text_mask = b["text_mask"]
+            l_shot, l_shot_mask = language_per_shot(ctx["text"], text_mask, b["token_shot"])
+            out |= {
+                "l_ctx": ctx["text"] * text_mask.unsqueeze(-1),
+                "l_shot": l_shot,
+                "text_mask": text_mask,
+                "l_shot_mask": l_shot_mask & shot_mask,
+            }
+        if self.has_cross:
+            v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
+            v_l = self._cross("text", ctx["text"], b, ctx["video"])
+            has_text = b["text_mask"].any(dim=1, keepdim=True)
+            out |= {
+                "v_cross_a": v_a * s,
+                "v_cross_l": v_l * (shot_mask & has_text).unsqueeze(-1),
+                "v_cross_l_mask": shot_mask & has_text,
+            }
+        return out

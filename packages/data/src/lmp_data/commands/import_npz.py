@@ -1,7 +1,9 @@
 """`lmp-data import DIR STORE`: import precomputed features, one `<movie_id>.npz` per movie.
 
 Each `.npz` holds the arrays `shots` [S,2], `video` [S,Dv], `audio` [S,Da], `text` [T,Dl] and
-`text_spans` [T,2]. Metadata comes from an optional sidecar `<movie_id>.json` (a dict) and/or a
+`text_spans` [T,2]. A store without audio (`--video` and `--text` only, or an encoders.json without
+"audio") imports no `audio` array (a file may have one: it is left out, and the summary says so), one
+without language no `text`/`text_spans`. Metadata comes from an optional sidecar `<movie_id>.json` (a dict) and/or a
 `meta.json` in DIR mapping movie id -> dict (the sidecar wins per key). The store is created if
 missing, with encoders from `--video/--audio/--text NAME:DIM` or from `DIR/encoders.json`.
 Movies already in the store are skipped (so an interrupted import resumes) unless `--overwrite`.
@@ -34,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dir", type=Path, help="directory of <movie_id>.npz files")
     p.add_argument("store", type=Path, help="feature store directory (created if missing)")
     for m in ("video", "audio", "text"):
-        p.add_argument(f"--{m}", metavar="NAME:DIM", help=f"{m} encoder of a new store")
+        p.add_argument(
+            f"--{m}",
+            metavar="NAME:DIM",
+            help=f"{m} encoder of a new store" + ("" if m == "video" else f" (leave out: no {m})"),
+        )
     p.add_argument("--dtype", default="float16", help="feature dtype of a new store (default float16)")
     p.add_argument("--overwrite", action="store_true", help="rewrite movies already in the store")
     p.set_defaults(func=run)
@@ -43,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _encoders(args: argparse.Namespace) -> dict | None:
     given = {m: getattr(args, m) for m in ("video", "audio", "text") if getattr(args, m)}
     if given:
-        if len(given) != 3:
-            raise ValueError("give all of --video, --audio and --text (NAME:DIM), or none")
+        if "video" not in given:
+            raise ValueError(
+                "give --video NAME:DIM (and --audio / --text for the modalities the store has), or none"
+            )
         out = {}
         for m, spec in given.items():
             name, sep, dim = spec.rpartition(":")
@@ -82,10 +90,10 @@ def import_file(store, path: Path, shared_meta: dict, overwrite: bool) -> str:
         return "skipped"
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [a for a in ARRAYS if a not in npz.files]
+            missing = [a for a in store.arrays if a not in npz.files]
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing} (has {sorted(npz.files)})")
-            arrays = {a: npz[a] for a in ARRAYS}
+            arrays = {a: npz[a] for a in store.arrays}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise
@@ -148,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
             counts["failed"] += 1
             print(f"FAILED {path.name}: {e}", file=sys.stderr)
     extra = f", {counts['not_regular']} not regular files skipped" if counts["not_regular"] else ""
+    if store.missing:
+        extra += (
+            f" ({'/'.join(store.missing)} not imported: the store has no {' and no '.join(store.missing)})"
+        )
     print(
         f"imported {counts['imported']}, skipped {counts['skipped']} (already in store), "
         f"failed {counts['failed']}{extra} -> {args.store}"

@@ -57,6 +57,7 @@ def summary(store_path: Path) -> dict:
         "store": str(store_path),
         "dtype": store.dtype.name,
         "encoders": store.encoders,
+        "modalities": list(store.modalities),
         "movies": movies.height,
         "shots": int(movies["n_shots"].sum()) if movies.height else 0,
         "tokens": int(movies["n_tokens"].sum()) if movies.height else 0,
@@ -107,6 +108,9 @@ def _print(s: dict) -> None:
     for m, spec in s["encoders"].items():
         extra = {k: v for k, v in spec.items() if k not in ("name", "dim")}
         print(f"  {m:<6}  {spec['name']}  dim {spec['dim']}" + (f"  {extra}" if extra else ""))
+    missing = [m for m in ("video", "audio", "text") if m not in s["encoders"]]
+    if missing:
+        print(f"  (no {' and no '.join(missing)}: pretraining drops the loss terms that need it)")
     print(f"movies    {s['movies']}")
     print(f"shots     {s['shots']}")
     print(f"tokens    {s['tokens']}")

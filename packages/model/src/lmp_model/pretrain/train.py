@@ -73,6 +73,21 @@ class PretrainResult:
         }
 
 
+def missing_modalities_note(model: nn.Module, store: Any) -> str:
+    """One line naming the modalities the model's store lacks and the loss terms dropped with them
+    (empty when nothing is missing): a MAD import has no audio, so e.g. LMP drops intra/audio,
+    inter/v2a, inter/a2v, the cross terms and window/audio."""
+    missing = tuple(getattr(model, "missing", ()))
+    if not missing:
+        return ""
+    dropped = tuple(getattr(model, "dropped_terms", ()))
+    what = f"dropping loss terms {', '.join(dropped)}" if dropped else "no loss term needs it"
+    return (
+        f"store {store} has no {' and no '.join(missing)}: {what}; the model has no module for "
+        f"{'/'.join(missing)}"
+    )
+
+
 class _TrainStep(nn.Module):
     """The engine's module: LMP's training forward returning (loss, terms) instead of a dataclass, so
     DeepSpeed (ZeRO-3's hooks) sees the output tensors."""
@@ -227,6 +242,9 @@ class _Trainer:
                 f"tokens, more than model.max_tokens={cfg.model.max_tokens}: raise model.max_tokens"
             )
         model = build_recipe(cfg.recipe, cfg.recipe_config, data.dims)
+        self.missing_note = missing_modalities_note(model, data.store_path)
+        if self.missing_note and ctx.is_main:
+            log.info("%s", self.missing_note)  # once per run: what the store lacks and what falls with it
         if t.init_from and resume_tag is None:
             from lmp_model.recipes.init import init_from_export
 
@@ -345,6 +363,7 @@ class _Trainer:
                 "encoders": json.dumps({k: v.get("name") for k, v in data.encoders.items()}),
                 "world_size": str(self.ctx.world),
                 "zero_stage": str(cfg.train.zero_stage),
+                **({"missing_modalities": self.missing_note} if self.missing_note else {}),
                 **m.tags,
             }
             self.tracker = Tracker(

@@ -89,9 +89,24 @@ def recipe_name(model: nn.Module) -> str:
 
 
 def recipe_features(model_or_name: nn.Module | str) -> dict[str, str]:
-    """{feature: mask key} a recipe's `encode` provides (for probes)."""
+    """{feature: mask key} a recipe's `encode` provides (for probes). For a built model, what that model
+    provides: a model of a store without audio (or language) has no feature that needs it."""
     name = model_or_name if isinstance(model_or_name, str) else recipe_name(model_or_name)
+    provided = getattr(model_or_name, "provided_features", None)
+    if callable(provided):
+        return dict(provided())
     return dict(_spec(name).features)
+
+
+def recipe_default_features(model_or_name: nn.Module | str) -> str:
+    """What probes use unless told otherwise: the recipe's default ('+'-joined), less the features a built
+    model does not provide (a store without audio: LMP's v_ctx+a_ctx+v_cross_a becomes v_ctx)."""
+    spec = recipe_spec(model_or_name)
+    have = recipe_features(model_or_name)
+    names = [n for n in spec.default_features.split("+") if n in have]
+    if not names:
+        names = [next(n for n in have if n not in ("v_base", "a_base"))] if len(have) > 1 else list(have)
+    return "+".join(names)
 
 
 def recipe_spec(model_or_name: nn.Module | str) -> RecipeSpec:
@@ -111,6 +126,7 @@ __all__ = [
     "build_recipe",
     "load_recipe_config",
     "recipe_config_to_dict",
+    "recipe_default_features",
     "recipe_features",
     "recipe_name",
     "recipe_spec",

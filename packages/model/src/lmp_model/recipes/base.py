@@ -7,6 +7,10 @@ Contract (the same as `LMP`'s):
 - `encode(batch) -> dict[str, Tensor]`: named per-shot features [N, k, D] (or per-token [N, T, D]) with
   their masks, padding zeroed; the caller sets eval() and no_grad().
 - `features`: {feature name: name of its mask in `encode`'s output}; what probes may ask for.
+  `provided_features()` is the same for one built model: less the features of a modality its store lacks.
+- A store without some modality (e.g. no audio): the recipe reads only the configured modalities the
+  store has (`modalities`), `missing` names the configured ones it lacks and `dropped_terms` the loss
+  terms that fall with them (the pretraining logs both once).
 
 The batch is `lmp_data.batch`'s window batch (video [N,k,Dv], audio [N,k,Da], shot_mask [N,k], text
 [N,T,Dl], text_mask [N,T], token_shot [N,T,k], start [N], movie list[str]); a recipe may need more fields
@@ -47,6 +51,18 @@ class Recipe(nn.Module):
 
     name: ClassVar[str] = ""
     features: ClassVar[dict[str, str]] = {}
+    missing: tuple[str, ...] = ()
+    """Configured modalities the store lacks (left out of the model)."""
+
+    @property
+    def dropped_terms(self) -> tuple[str, ...]:
+        """Loss terms left out because their modality is missing (none by default)."""
+        return ()
+
+    def provided_features(self) -> dict[str, str]:
+        """`features`, less a_base when the store has no audio (v_base: no video never happens)."""
+        dims = getattr(self, "dims", {})
+        return {n: k for n, k in type(self).features.items() if n != "a_base" or "audio" in dims}
 
     def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> LMPOutput:
         raise NotImplementedError
@@ -114,6 +130,20 @@ def shot_inputs(
                 )
             feats[m], valid[m] = x, shot_mask
     return feats, valid, shot_mask
+
+
+def present_modalities(
+    dims: Mapping[str, int], modalities: tuple[str, ...] | list[str], who: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the configured `modalities` the store has, those it lacks): a recipe reads the first and drops
+    what needs the second. ValueError when none of them is there."""
+    have = tuple(m for m in modalities if int(dims.get(m, 0) or 0) > 0)
+    lack = tuple(m for m in modalities if m not in have)
+    if modalities and not have:
+        raise ValueError(
+            f"{who}.modalities {list(modalities)}: the store has none of them (it has {sorted(dims)})"
+        )
+    return have, lack
 
 
 def check_dims(dims: Mapping[str, int], modalities: tuple[str, ...] | list[str], who: str) -> dict[str, int]:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from lmp_model.config import EncoderConfig, ProjectionConfig
 from lmp_model.model import LMPOutput
 from lmp_model.modules import ContextualEncoder, ModalityEmbedding
-from lmp_model.recipes.base import Recipe, check_dims, shot_inputs
+from lmp_model.recipes.base import Recipe, check_dims, present_modalities, shot_inputs
 from lmp_model.recipes.queue import FeatureQueue, exclude_same, l2_prediction_loss, queue_info_nce, shot_ids
 
 
@@ -147,7 +147,7 @@ class HSSL(Recipe):
     def __init__(self, cfg: HSSLConfig, dims: Mapping[str, int]):
         super().__init__()
         self.cfg = cfg
-        self.modalities = tuple(cfg.modalities)
+        self.modalities, self.missing = present_modalities(dims, tuple(cfg.modalities), "HSSL")
         self.dims = check_dims(dims, self.modalities, "HSSL")
         d = cfg.encoder.d
         self.embed = nn.ModuleDict(
@@ -161,6 +161,11 @@ class HSSL(Recipe):
             if cfg.loss == "infonce"
             else None
         )
+
+    @property
+    def dropped_terms(self) -> tuple[str, ...]:
+        """mp/<m> of each configured modality the store lacks."""
+        return tuple(f"mp/{m}" for m in self.missing)
 
     # ----------------------------------------------------------------------------------- internals
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from lmp_model.config import EncoderConfig, ProjectionConfig
 from lmp_model.model import LMPOutput
 from lmp_model.modules import ContextualEncoder, ModalityEmbedding
-from lmp_model.recipes.base import Recipe, check_dims, shot_inputs
+from lmp_model.recipes.base import Recipe, check_dims, present_modalities, shot_inputs
 from lmp_model.recipes.queue import FeatureQueue, queue_info_nce
 
 STAGES = ("shot", "movie", "scene")
@@ -364,7 +364,7 @@ class M2S(Recipe):
     def __init__(self, cfg: M2SConfig, dims: Mapping[str, int]):
         super().__init__()
         self.cfg = cfg
-        self.modalities = tuple(cfg.modalities)
+        self.modalities, self.missing = present_modalities(dims, tuple(cfg.modalities), "M2S")
         self.dims = check_dims(dims, self.modalities, "M2S")
         dim_in = sum(self.dims[m] for m in self.modalities)
         s, mv, sc = cfg.shot, cfg.movie, cfg.scene
