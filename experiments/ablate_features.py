@@ -17,13 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sweep.cli import main, select  # noqa: E402
 from _sweep.runner import Stage  # noqa: E402
 
-PAPER = {
-    "v_base": (48.43, 45.40, 2.01),
-    "v_base + a_base": (51.03, 51.20, 1.91),
-    "v_ctx": (56.50, 53.68, 1.82),
-    "v_ctx + a_ctx": (59.43, 55.75, 1.39),
-    "v_ctx + a_ctx + v_cross_a": (60.53, 57.67, 1.16),
-}
+# the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["features"])
 
 
 def build(cfg, only):

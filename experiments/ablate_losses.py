@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sweep.cli import main, select  # noqa: E402
 from _sweep.runner import Stage  # noqa: E402
 
+# the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["losses"])
+
 YES, NO = "✓", "✗"
 # slug, row label, loss weights switched off (or the no-pretraining baseline, lmp_bench.api.NO_PRETRAIN)
 NO_PRETRAIN_ROWS = {"none-base": "base", "none-random": "random_init", "none-scratch": "scratch"}
@@ -38,17 +40,6 @@ ROWS = [
     ("no-cross", "w/o L_cross", "cross"),
     ("full", "All three", ""),
 ]
-# The paper's Table 1 (Content ↑, Metadata ↑, User ↓), in ROWS order. The paper's "no pretraining" is
-# the architecture trained from scratch per task; it has no base-feature or frozen-random rows (None).
-PAPER = {
-    "No pretraining: base features": None,
-    "No pretraining: frozen random init": None,
-    "No pretraining: scratch (supervised)": (44.87, 32.47, 3.19),
-    "w/o L_intra": (60.13, 55.92, 1.23),
-    "w/o L_inter": (52.74, 44.86, 1.82),
-    "w/o L_cross": (59.36, 54.71, 1.34),
-    "All three": (60.53, 57.67, 1.16),
-}
 
 
 def build(cfg, only):

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sweep.cli import main, select  # noqa: E402
 from _sweep.runner import Stage  # noqa: E402
 
-PAPER = {"k = 10": (59.77, 56.45, 1.20), "k = 30": (60.53, 57.67, 1.16), "k = 60": (61.36, 58.12, 1.14)}
+# the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["seq_len"])
 
 
 def build(cfg, only):

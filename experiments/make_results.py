@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -27,48 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ablate_features  # noqa: E402
-import ablate_losses  # noqa: E402
-import ablate_seq_len  # noqa: E402
 import polars as pl  # noqa: E402
+from _sweep import paper  # noqa: E402
 from _sweep.config import REPO_ROOT, load_sweep_config, repo_path  # noqa: E402
 
-NO_PRETRAIN_ROWS = [label for slug, label, off in ablate_losses.ROWS if off is None]
-SCRATCH = "No pretraining: scratch (supervised)"
 HAND_MARKER = "<!-- written by hand: make_results.py keeps everything from here on -->"
-GROUPS = (("content", "Content ↑", 1), ("metadata", "Metadata ↑", 1), ("user", "User ↓", -1))
+GROUPS = paper.GROUPS
+SCRIPTS = {"losses": "ablate_losses.py", "seq_len": "ablate_seq_len.py", "features": "ablate_features.py"}
+# the paper's numbers, orderings and claims live in _sweep/paper.py (the sweeps' MLflow Descriptions use them)
 TABLES = {
-    "losses": {
-        "script": "ablate_losses.py",
-        "title": "Table 1. Pretraining losses",
-        "paper": ablate_losses.PAPER,
-        # the paper's ordering, best first: full > each removed loss > no pretraining (the paper's row:
-        # scratch), and full above every no-pretraining row (base features, frozen random init too)
-        "pairs": [("All three", v) for v in ("w/o L_intra", "w/o L_inter", "w/o L_cross")]
-        + [(v, SCRATCH) for v in ("w/o L_intra", "w/o L_inter", "w/o L_cross")]
-        + [("All three", v) for v in NO_PRETRAIN_ROWS],
-        "claim": "full > each removed loss > no pretraining (scratch); full > every no-pretraining row",
-    },
-    "seq_len": {
-        "script": "ablate_seq_len.py",
-        "title": "Table 2. Pretraining sequence length k",
-        "paper": ablate_seq_len.PAPER,
-        "pairs": [("k = 60", "k = 30"), ("k = 30", "k = 10")],
-        "claim": "k = 60 > k = 30 > k = 10",
-    },
-    "features": {
-        "script": "ablate_features.py",
-        "title": "Table 3. Features given to the probe (one pretrained model)",
-        "paper": ablate_features.PAPER,
-        "pairs": [
-            ("v_ctx + a_ctx + v_cross_a", "v_ctx + a_ctx"),
-            ("v_ctx + a_ctx", "v_ctx"),
-            ("v_ctx", "v_base + a_base"),
-            ("v_base + a_base", "v_base"),
-        ],
-        "claim": "contextual + cross-modal > contextual > base",
-    },
-}
+    t: {"script": s, "title": paper.TABLES[t].title, "paper": paper.TABLES[t].paper,
+        "pairs": paper.TABLES[t].pairs, "claim": paper.TABLES[t].claim}
+    for t, s in SCRIPTS.items()
+}  # fmt: skip
 
 
 def newest_complete(table: str, scale: str) -> Path | None:
@@ -101,17 +71,7 @@ def run_sweep(table: str, scale: str, seeds: list[int], log_dir: Path) -> Path:
     return found
 
 
-def z_margin(a: dict, b: dict, g: str, sign: int) -> float | None:
-    """(a better than b) in standard errors of the difference; None if a value is missing."""
-    ma, mb = a.get(f"{g}_mean"), b.get(f"{g}_mean")
-    if ma is None or mb is None:
-        return None
-    na, nb = max(a["seeds_ok"], 1), max(b["seeds_ok"], 1)
-    se = math.sqrt((a[f"{g}_std"] or 0.0) ** 2 / na + (b[f"{g}_std"] or 0.0) ** 2 / nb)
-    diff = sign * (ma - mb)
-    if se == 0:
-        return math.inf if diff > 0 else (-math.inf if diff < 0 else 0.0)
-    return diff / se
+z_margin = paper.z_margin
 
 
 def render_table(table: str, summary: pl.DataFrame, sweep_dir: Path) -> str:
@@ -121,7 +81,7 @@ def render_table(table: str, summary: pl.DataFrame, sweep_dir: Path) -> str:
     head = ["Row", "Content ↑ (ours)", "Metadata ↑ (ours)", "User ↓ (ours)", "Content ↑ (paper)",
             "Metadata ↑ (paper)", "User ↓ (paper)", "Seeds"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for variant, paper in spec["paper"].items():
+    for variant, numbers in spec["paper"].items():
         r = rows.get(variant)
         ours = []
         for g, _, _ in GROUPS:
@@ -131,7 +91,7 @@ def render_table(table: str, summary: pl.DataFrame, sweep_dir: Path) -> str:
                 d = 3 if g == "user" else 2
                 ours.append(f"{r[f'{g}_mean']:.{d}f} ± {r[f'{g}_std']:.{d}f}")
         seeds = f"{r['seeds_ok']}/{r['seeds']}" if r is not None else "0"
-        theirs = " | ".join(f"{v:.2f}" for v in paper) if paper is not None else "— | — | —"
+        theirs = " | ".join(f"{v:.2f}" for v in numbers) if numbers is not None else "— | — | —"
         lines.append(f"| {variant} | " + " | ".join(ours) + f" | {theirs} | {seeds} |")
     lines += ["", verdict(table, rows), ""]
     lines.append(f"Sweep folder `{sweep_dir.relative_to(REPO_ROOT) if sweep_dir.is_relative_to(REPO_ROOT) else sweep_dir}`; "
@@ -147,45 +107,9 @@ def _parent(sweep_dir: Path) -> str:
         return "unknown"
 
 
-def _z(z: float) -> str:
-    return f"z = {z:+.1f}" if math.isfinite(z) else "z undefined: no seed spread"
-
-
 def verdict(table: str, rows: dict) -> str:
     """One sentence: does the paper's ordering hold, per group, and by how many standard errors."""
-    spec = TABLES[table]
-    parts, held, total = [], 0, 0
-    for g, header, sign in GROUPS:
-        zs, broken = [], []
-        for a, b in spec["pairs"]:
-            if a not in rows or b not in rows:
-                continue
-            z = z_margin(rows[a], rows[b], g, sign)
-            if z is None:
-                continue
-            total += 1
-            zs.append(z)
-            if z > 0:
-                held += 1
-            else:
-                broken.append(
-                    f"{a} {rows[a][f'{g}_mean']:.3g} vs {b} {rows[b][f'{g}_mean']:.3g} (z = {z:+.1f})"
-                )
-        if not zs:
-            continue
-        name = header.split()[0]
-        if broken:
-            parts.append(f"{name} breaks it at " + "; ".join(broken))
-        else:
-            parts.append(f"{name} holds with the smallest margin {_z(min(zs))}")
-    if total == 0:
-        return f"**Ordering ({spec['claim']}):** not checkable (rows missing or failed)."
-    state = "holds" if held == total else ("does not hold" if held == 0 else "holds only in part")
-    return (
-        f"**Ordering ({spec['claim']}) {state}:** {held} of {total} pairwise comparisons go the paper's way; "
-        + "; ".join(parts)
-        + "."
-    )
+    return paper.verdict(table, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

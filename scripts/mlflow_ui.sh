@@ -31,6 +31,10 @@ MLFLOW="$ROOT/.venv/bin/mlflow"
 [ -x "$MLFLOW" ] || { echo "mlflow_ui.sh: $MLFLOW not found; run scripts/setup.sh" >&2; exit 1; }
 CMD=("$MLFLOW" server --backend-store-uri "$URI" --host 127.0.0.1 --port "$PORT" --workers 1)
 echo "mlflow_ui.sh: $URI on http://127.0.0.1:$PORT" >&2
+# MLflow 3.17's UI opens an experiment in the view kept in the browser (GenAI until "Model training" is
+# picked once, top left), whatever the experiment's mlflow.experimentKind tag says; a link can choose it.
+echo "mlflow_ui.sh: runs in the model-training view: http://127.0.0.1:$PORT/#/experiments/<id>/runs?workflowType=machine_learning" \
+  "(or pick 'Model training' at the top left once; the browser keeps it)" >&2
 
 if [ "$BACKGROUND" = 0 ]; then
   # An interactive shell runs this job in its own process group: Ctrl-C stops the server and workers.

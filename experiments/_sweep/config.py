@@ -67,6 +67,11 @@ class ProbeConfig:
     scratch: dict = field(default_factory=dict)
     """Overrides of lmp_bench.scratch.ScratchConfig for the "scratch (supervised)" row (e.g. epochs)."""
     transfer: bool = False  # also run lmp_bench.evaluate_transfer (cheap tasks only)
+    curve_every: int = 0
+    """Pretrained rows: also probe the weights every `curve_every` pretraining steps (and at step 0, the
+    random initialisation), the same probe as the final one; the points are the child run's probe-over-
+    training curve (`probe/*` metrics against the step). 0: the final probe only. Each point costs one
+    probe."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from lmp_data.console import quiet_known_warnings
+from lmp_model.tracking import artifact_url
 
 from . import table as tbl
 from .config import REPO_ROOT, SweepConfig, repo_path
@@ -53,6 +54,7 @@ class SweepOutcome:
     complete: bool
     rows: list[dict] = field(default_factory=list)
     markdown: str = ""
+    verdict: str = ""  # one line on the paper's ordering (markdown), "" for tables without paper numbers
 
     @property
     def exit_code(self) -> int:
@@ -375,10 +377,12 @@ def _run_sweep(
     rows = [r for st in stages if st.in_table for r in rows_by_stage.get(st.name, [])]
     outcome = SweepOutcome(sweep_dir, parent, experiment_id, uri, complete, rows)
     if rows:
-        outcome.markdown = _write_table(outcome, client, title, label_columns or [], columns or {})
+        outcome.markdown = _write_table(outcome, client, table, title, label_columns or [], columns or {})
     status = "FINISHED" if complete else "KILLED"
     client.set_terminated(parent, status=status)
     console.line(outcome.markdown)
+    if outcome.verdict:
+        console.line(outcome.verdict.replace("**", ""))
     if not complete:
         script = f"experiments/ablate_{table}.py"
         console.line(
@@ -420,7 +424,7 @@ def _close_stale_children(client: MlflowClient, uri: str, exp: str, parent: str,
 
 
 def _write_table(
-    outcome: SweepOutcome, client: MlflowClient, title: str, label_cols: list, columns: dict
+    outcome: SweepOutcome, client: MlflowClient, table: str, title: str, label_cols: list, columns: dict
 ) -> str:
     out = outcome.sweep_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -432,13 +436,14 @@ def _write_table(
         tmp = out / f".{name}.tmp"
         frame.write_parquet(tmp)
         tmp.replace(out / name)
-    tbl.bar_chart(summary, title, out / "table.png")
+    from . import paper
+
+    base = paper.TABLES[table].base if table in paper.TABLES else None
+    tbl.bar_chart(summary, title, out / "table.png", reference=base)
     for name in ("table.md", "table.parquet", "trials.parquet", "table.png"):
         client.log_artifact(outcome.parent_run_id, str(out / name), artifact_path="results")
-    # the parent run's Description in the UI: the table itself, with the chart an artifact beside it
-    client.set_tag(
-        outcome.parent_run_id, "mlflow.note.content", md + "\n\nChart: artifact `results/table.png`.\n"
-    )
+    note, outcome.verdict = description(table, title, summary, md, outcome.parent_run_id)
+    client.set_tag(outcome.parent_run_id, "mlflow.note.content", note)
     for g, _ in tbl.GROUPS:
         for r in summary.iter_rows(named=True):
             if r[f"{g}_mean"] is not None:
@@ -447,17 +452,52 @@ def _write_table(
     return md
 
 
+CHART = "results/table.png"
+
+
+def description(table: str, title: str, summary, md: str, run_id: str) -> tuple[str, str]:
+    """The parent run's Description (mlflow.note.content, markdown) and the one-line verdict.
+
+    MLflow's run page shows a Description's first lines above "Show more": the title and the verdict on
+    the paper's ordering come first, then our rows beside the paper's numbers, the bar chart (the
+    `results/table.png` artifact, shown inline), the ordering pair by pair, and the full table with every
+    trial's child run and commit. A table without paper numbers (`paper.TABLES`) gets the table and chart."""
+    from . import paper
+
+    chart = artifact_url(run_id, CHART)
+    rows = list(summary.iter_rows(named=True)) if summary.height else []
+    comparison = paper.comparison_markdown(table, rows, chart=chart)
+    body = md.split("\n", 1)[1].lstrip("\n") if md.startswith("## ") else md
+    if comparison is None:
+        note = f"{md}\n![bar chart: {title}]({chart})\n\nChart: artifact `{CHART}`.\n"
+        return note, ""
+    verdict = comparison.split("\n", 1)[0]
+    note = (
+        f"## {title}\n\n{comparison}\nChart: artifact `{CHART}`; these tables: artifact "
+        f"`results/table.md`.\n\n### Every row and trial\n\n{body}"
+    )
+    return note, verdict
+
+
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
+ML_VIEW = "workflowType=machine_learning"
+"""MLflow 3.17's UI opens an experiment in the view stored in the browser (GenAI unless the user picked
+"Model training" at the top once) and ignores the `mlflow.experimentKind` tag for that; a link with this
+query opens the model-training view."""
+
+
 def ui_hint(uri: str, experiment_id: str, parent: str) -> str:
     return (
         "[sweep] open the MLflow UI on these runs:\n"
         f"  bash scripts/mlflow_ui.sh --backend-store-uri {uri}\n"
-        f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent}"
+        f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent}?{ML_VIEW}\n"
+        f"  (this sweep's run: the table, the paper's numbers, the verdict, the chart; all runs: "
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?{ML_VIEW})"
     )
 
 

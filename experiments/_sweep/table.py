@@ -105,27 +105,41 @@ def to_markdown(summary: pl.DataFrame, trials: pl.DataFrame, title: str, label_c
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(summary: pl.DataFrame, title: str, path: Path) -> Path:
-    """Three panels (Content ↑, Metadata ↑, User ↓), one bar per variant with a ±std error bar."""
+def bar_chart(summary: pl.DataFrame, title: str, path: Path, reference: str | None = None) -> Path:
+    """Three panels (Content ↑, Metadata ↑, User ↓), one horizontal bar per variant (the row labels read
+    across, in table order, top to bottom) with a ±std error bar; `reference` (e.g. the base-features
+    row) is drawn as a dashed line through every panel, the value the other rows should beat. At most
+    ~1000 px wide: it is shown inline in the parent run's MLflow Description."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = summary["variant"].to_list()
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.6 * len(names), 4.2))
+    ref_row = names.index(reference) if reference in names else None
+    height = 1.3 + 0.32 * len(names)
+    fig, axes = plt.subplots(1, 3, figsize=(11, height), sharey=True)
+    ys = list(range(len(names)))
     for ax, (g, header) in zip(axes, GROUPS):
-        means = [m if m is not None else 0.0 for m in summary[f"{g}_mean"].to_list()]
+        raw = summary[f"{g}_mean"].to_list()
+        means = [m if m is not None else 0.0 for m in raw]
         stds = [s if s is not None else 0.0 for s in summary[f"{g}_std"].to_list()]
-        bars = ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="#4C72B0")
-        for bar, m in zip(bars, summary[f"{g}_mean"].to_list()):
+        colors = ["#999999" if i == ref_row else "#4C72B0" for i in ys]
+        ax.barh(ys, means, xerr=stds, capsize=3, color=colors, height=0.7)
+        for y, m in zip(ys, raw):
             if m is None:
-                ax.text(bar.get_x() + bar.get_width() / 2, 0, "failed", ha="center", va="bottom", color="red")
-        ax.set_title(header)
-        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    fig.suptitle(title)
+                ax.text(0, y, " failed", ha="left", va="center", color="red", fontsize=8)
+        if ref_row is not None and raw[ref_row] is not None:
+            ax.axvline(raw[ref_row], color="#555555", ls="--", lw=1)
+        ax.set_title(header, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].set_yticks(ys, names, fontsize=8)
+    axes[0].invert_yaxis()
+    note = f" (dashed: {reference})" if ref_row is not None else ""
+    fig.suptitle(f"{title}: mean ± std over seeds{note}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

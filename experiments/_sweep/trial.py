@@ -42,6 +42,13 @@ class TrialContext:
     def key(self) -> str:
         return self.spec["key"]
 
+    @property
+    def run_name(self) -> str:
+        """The child run's name in the MLflow UI: the table row and the seed ("w/o L_intra · seed 0"), and
+        the attempt when the trial was retried (the trial key stays in the `lmp.trial` tag)."""
+        name = f"{self.spec['variant']} · seed {self.spec['seed']}"
+        return name if self.attempt <= 1 else f"{name} · attempt {self.attempt}"
+
     def run_tags(self) -> dict[str, str]:
         return {
             TRIAL_TAG: self.key,
@@ -59,7 +66,7 @@ class TrialContext:
             return mlflow.start_run(run_id=run_id)
         return mlflow.start_run(
             experiment_id=self.sweep["experiment_id"],
-            run_name=f"{self.key}#{self.attempt}",
+            run_name=self.run_name,
             parent_run_id=self.sweep["parent_run_id"],
             tags=self.run_tags(),
         )

@@ -59,10 +59,17 @@ def test_smoke_sweep_mlflow_runs(smoke_sweep):
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`lmp.table` = 'losses'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0].info.run_id
-    # the UI: model-training view, the table as the parent run's Description
+    # the UI: model-training view, the table beside the paper's numbers, the verdict and the chart as the
+    # parent run's Description (the chart shown inline from the run's artifact)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     note = parents[0].data.tags["mlflow.note.content"]
+    assert note.startswith("## Table 1: pretraining losses\n\n**Verdict:** the paper's ordering ")
     assert "| All three |" in note and "results/table.png" in note
+    assert "| 60.53 |" in note and "| 44.87 |" in note  # the paper's numbers (All three, scratch)
+    assert (
+        f"![bar chart: Table 1. Pretraining losses](get-artifact?path=results%2Ftable.png&run_uuid={parent})"
+        in note
+    )
     arts = {a.path for a in client.list_artifacts(parent, "results")}
     assert {"results/table.md", "results/table.parquet", "results/table.png"} <= arts
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
@@ -71,6 +78,25 @@ def test_smoke_sweep_mlflow_runs(smoke_sweep):
     assert sorted(finished) == sorted(KEYS) and failed == ["none-random-s0"]
     trials = pl.read_parquet(smoke_sweep.sweep_dir / "results" / "trials.parquet")
     assert set(trials["child_run_id"]) == {r.info.run_id for r in finished.values()}
+
+    for key, run in finished.items():  # readable names: the row and the seed
+        assert run.info.run_name == f"{run.data.tags['lmp.variant']} · seed 0" + (
+            " · attempt 2" if key == "none-random-s0" else ""
+        )
+    # the probe over pretraining on a pretrained child (smoke: probe.curve_every=12, steps 0 and 12), and
+    # its Description: probe scores, the curve's points, each loss term beside its chance level
+    full = finished["full-s0"].info.run_id
+    assert sorted(m.step for m in client.get_metric_history(full, "probe/content")) == [0, 12]
+    assert (
+        finished["full-s0"].data.metrics["probe/content"]
+        == trials.filter(pl.col("key") == "full-s0")["content"][0]
+    )
+    child_note = finished["full-s0"].data.tags["mlflow.note.content"]
+    assert child_note.startswith("**All three**, seed 0 (probe seed 1000)")
+    assert "**Probe over pretraining**" in child_note and "| 0 | " in child_note and "| 12 | " in child_note
+    assert "**Loss per term beside its chance level**" in child_note and "| intra/video | " in child_note
+    assert "get-artifact?path=loss_curve.png" in child_note
+    assert "no pretraining run" in finished["none-base-s0"].data.tags["mlflow.note.content"]
 
     no_intra = finished["no-intra-s0"]
     assert float(no_intra.data.params["model.loss.intra"]) == 0.0
@@ -109,6 +135,7 @@ def test_smoke_sweep_console(smoke_sweep):
         len(retry) == 1 and "retrying: InjectedFailure: injected failure in trial none-random-s0" in retry[0]
     )
     assert lines[lines.index("## Table 1: pretraining losses") - 1].startswith("[sweep] 7/7 done, 0 running")
+    assert sum(ln.startswith("Verdict: the paper's ordering ") for ln in lines) == 1  # after the table
     for noise in (*NOISE, "\x1b", "\r"):
         assert noise not in out and noise not in err, noise
     full = log.read_text()

@@ -119,8 +119,11 @@ def _artifact_location(uri: str) -> str | None:
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
-"""MLflow 3's UI opens an experiment in the model-training view (runs, charts) for this kind, and in its
-GenAI view (traces, evaluation runs) when the tag is missing and it guesses so."""
+"""The experiment kind "Machine learning" (MLflow 3: model training, not GenAI apps). MLflow 3.17's UI, with
+its GenAI / Model training switch, does not pick the view from this tag: it opens the view stored in the
+browser (GenAI until the user clicks "Model training" once) unless the link says
+`?workflowType=machine_learning`, as the links lmp prints do (experiments/_sweep/runner.py `ML_VIEW`).
+The tag still records the kind (experiment settings) for UIs that follow it."""
 
 
 def mark_training_experiment(client: Any, exp: Any) -> None:
@@ -145,6 +148,52 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
             raise RuntimeError(f"MLflow experiment {name!r} at {uri}: could not be created")
     mark_training_experiment(client, exp)
     return exp.experiment_id
+
+
+NOTE_TAG = "mlflow.note.content"
+"""A run's Description in the MLflow UI (markdown; the run page shows its first lines)."""
+
+
+def artifact_url(run_id: str, path: str) -> str:
+    """A run artifact's URL on the MLflow server, relative to the UI page: `![...](url)` in a
+    Description shows the image inline."""
+    from urllib.parse import quote
+
+    return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
+
+
+def loss_note(history: list[Mapping[str, Any]], run_id: str | None = None, image: str | None = None) -> str:
+    """Markdown for a pretraining run's Description: each loss term at the first and the last logged step
+    beside its chance level ln(candidates) (`loss_chance/<term>` of the same step) and their ratio
+    (1.00: the term learned nothing; lower is better), then the total; with `run_id` and `image` (an
+    artifact path), the loss-curve plot shown inline. "" without history."""
+    if not history:
+        return ""
+    first, last = history[0], history[-1]
+    terms = [k[5:] for k in last if k.startswith("loss/") and k != "loss/total"]
+    lines = [
+        f"**Loss per term beside its chance level** (step {first.get('step', '?')} -> {last.get('step', '?')}; "
+        "chance = ln(number of candidates), the loss of a uniform guess). Charts: Model metrics, where "
+        "searching a term's name (e.g. `intra/video`) shows its `loss/` and `loss_chance/` charts together.",
+        "",
+        "| Term | Loss, first step | Loss, last step | Chance, last step | Last / chance |",
+        "|---|---|---|---|---|",
+    ]
+    for t in terms:
+        chance = last.get(f"loss_chance/{t}")
+        ratio = f"{last[f'loss/{t}'] / chance:.2f}" if chance else "—"
+        lines.append(
+            f"| {t} | {first.get(f'loss/{t}', float('nan')):.4f} | {last[f'loss/{t}']:.4f} | "
+            + (f"{chance:.4f}" if chance is not None else "—")
+            + f" | {ratio} |"
+        )
+    if "loss/total" in last:
+        lines.append(
+            f"| total | {first.get('loss/total', float('nan')):.4f} | {last['loss/total']:.4f} | — | — |"
+        )
+    if run_id and image:
+        lines += ["", f"![loss per term, dashed: its chance level]({artifact_url(run_id, image)})"]
+    return "\n".join(lines) + "\n"
 
 
 class Tracker:
@@ -296,6 +345,10 @@ class Tracker:
 
         self._record(tags={k: str(v) for k, v in tags.items()})
         self._call("log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def set_note(self, markdown: str) -> None:
+        """The run's Description in the MLflow UI (kept in the journal like any tag)."""
+        self.set_tags({NOTE_TAG: markdown})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", str(path), artifact_path)

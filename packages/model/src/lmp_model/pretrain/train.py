@@ -614,6 +614,12 @@ class _Trainer:
                 self.tracker.log_artifact(self.run_dir / "config.yaml")
                 if png is not None:
                     self.tracker.log_artifact(png)
+                from lmp_model.tracking import loss_note
+
+                # the run page's Description: each loss term beside its chance level, the plot inline
+                note = loss_note(self.history, self.run_id, png.name if png is not None else None)
+                if note:
+                    self.tracker.set_note(note)
                 if self.cfg.mlflow.log_weights:
                     from lmp_model.export import EXPORT_ARTIFACT
 
