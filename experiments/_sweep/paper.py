@@ -277,13 +277,16 @@ def _cell(row: dict | None, g: str) -> str:
     return f"{m:.{d}f} ± {(row.get(f'{g}_std') or 0.0):.{d}f}"
 
 
-def comparison_markdown(table: str, summary_rows: list[dict], chart: str | None = None) -> str | None:
+def comparison_markdown(
+    table: str, summary_rows: list[dict], chart: str | None = None, pairs: bool = True
+) -> str | None:
     """The sweep's rows beside the paper's (ours and theirs side by side per group), the one-line verdict
     first (MLflow shows the first lines of a Description before "Show more"), the chart, then every
     ordered pair with its margin. None when `table` has no paper numbers here.
 
     summary_rows: table.summarize()'s rows (variant, {g}_mean, {g}_std, seeds_ok, seeds).
-    chart: a URL or path of the bar chart image, embedded below the table."""
+    chart: a URL or path of the bar chart image, embedded below the table. pairs: False leaves out the
+    pair-by-pair list."""
     spec = TABLES.get(table)
     if spec is None:
         return None
@@ -308,6 +311,8 @@ def comparison_markdown(table: str, summary_rows: list[dict], chart: str | None 
     ]
     if chart:
         lines += ["", f"![bar chart: {spec.title}]({chart})"]
+    if not pairs:
+        return "\n".join(lines) + "\n"
     lines += ["", f"#### The paper's ordering, pair by pair ({spec.claim})", ""]
     for g, header, sign in GROUPS:
         cells = []

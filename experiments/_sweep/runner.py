@@ -453,6 +453,9 @@ def _write_table(
 
 
 CHART = "results/table.png"
+NOTE_LIMIT = 8000
+"""MLflow keeps at most this many characters of a tag value (mlflow.utils.validation.MAX_TAG_VAL_LENGTH),
+a Description included; longer ones are cut with a warning."""
 
 
 def description(table: str, title: str, summary, md: str, run_id: str) -> tuple[str, str]:
@@ -472,11 +475,14 @@ def description(table: str, title: str, summary, md: str, run_id: str) -> tuple[
         note = f"{md}\n![bar chart: {title}]({chart})\n\nChart: artifact `{CHART}`.\n"
         return note, ""
     verdict = comparison.split("\n", 1)[0]
-    note = (
-        f"## {title}\n\n{comparison}\nChart: artifact `{CHART}`; these tables: artifact "
-        f"`results/table.md`.\n\n### Every row and trial\n\n{body}"
-    )
-    return note, verdict
+    head = f"## {title}\n\n{comparison}\nChart: artifact `{CHART}`; the full table: artifact `results/table.md`.\n\n"
+    note = f"{head}### Every row and trial\n\n{body}"
+    if len(note) > NOTE_LIMIT:  # many trials: the full table stays in the artifact
+        note = f"{head}### Every row and trial\n\nIn the artifact `results/table.md` (too long for a Description).\n"
+    if len(note) > NOTE_LIMIT:  # still too long: without the pair-by-pair list
+        short = paper.comparison_markdown(table, rows, chart=chart, pairs=False)
+        note = f"## {title}\n\n{short}\nChart: artifact `{CHART}`; the full table: artifact `results/table.md`.\n"
+    return note[:NOTE_LIMIT], verdict
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -117,3 +117,23 @@ def test_paper_numbers_live_in_one_place():
 
     recipes = paper.TABLES["recipes"]  # rows matched by name ("M2S (...)" -> "M2S")
     assert set(recipes.paper) == {recipes.key_of(label) for _, label, _ in compare_recipes.ROWS}
+
+
+def test_parent_description_fits_mlflow_tag_limit():
+    """MLflow cuts a tag value after 8000 characters: with many trials the full table stays an artifact."""
+    from _sweep.runner import NOTE_LIMIT, description
+
+    rows = []
+    for order, (slug, label, _) in enumerate(ablate_losses.ROWS):
+        for seed in range(5):
+            rows.append({"order": order, "variant": label, "seed": seed, "key": f"{slug}-s{seed}", "status": "ok",
+                         "child_run_id": f"{order}{seed}".ljust(32, "f"), "git_commit": "a" * 40 + "-dirty",
+                         "attempts": 1, "metrics": {"content": 40.0 + order + seed, "metadata": 30.0 - seed,
+                                                    "user": 1.0 + 0.01 * seed}})  # fmt: skip
+    trials = tbl.trials_frame(rows)
+    summary = tbl.summarize(trials)
+    md = tbl.to_markdown(summary, trials, "Table 1: pretraining losses", [])
+    assert len(md) > NOTE_LIMIT // 2
+    note, verdict = description("losses", "Table 1: pretraining losses", summary, md, "RUN")
+    assert len(note) <= NOTE_LIMIT and verdict in note and "| All three | " in note
+    assert "In the artifact `results/table.md`" in note and "get-artifact?path=results%2Ftable.png" in note
