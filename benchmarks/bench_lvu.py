@@ -1,12 +1,17 @@
 """lmp-bench speed: the LVU probes (9 tasks x seeds) and clip encoding, on this machine.
 
-    .venv/bin/python benchmarks/bench_lvu.py [--lvu /work/shared/data/lvu_1.0] [--demo /tmp/bench_demo]
+    .venv/bin/python benchmarks/bench_lvu.py [--lvu /work/shared/data/lvu_1.0] [--demo DEMO_DIR] [--clips N]
 
 1. `probe_lvu` on the real LVU 1.0 label files (all 9 tasks, 3 seeds) with random features of width
    384 (= 3 x d=128, the demo model's v_ctx+a_ctx+v_cross_a): the probe cost of one sweep trial.
-2. `encode_clips` of the demo clip store with the demo model config (random weights), if a demo exists.
-Target (issue 7): a sweep trial's probe well under a minute on 2 shared cores.
+2. `encode_clips` of the demo's clip store (`--demo`; default: the generated default demo, built on first
+   use) with the demo model config (random weights, 1 thread, no cache), and its FLOPs
+   (`FlopCounterMode`): time per 1000 clips and MFU against the measured 1-thread fp32 matmul peak.
+Targets (issues 7 and 14): the LVU-sized probe (~10k clips, 9 tasks x 3 seeds) within 30 s on the
+2-core machine; encoding at >= 35 % of the 1-thread matmul peak (as a training step).
 """
+
+from __future__ import annotations
 
 import argparse
 import time
@@ -14,44 +19,110 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from lmp_bench.lvu import TASKS, load_task
 from lmp_bench.lvu_probe import probe_lvu
 
+REPO = Path(__file__).resolve().parents[1]
+LVU = "/work/shared/data/lvu_1.0"
+
+
+def measure_probe(lvu: str = LVU, seeds: int = 3, clips: int | None = None, log=print) -> dict:
+    ids = sorted(set(pl.concat([load_task(lvu, t).select("clip_id") for t in TASKS])["clip_id"]))
+    if clips:
+        ids = ids[:clips]
+    x = np.random.default_rng(0).normal(size=(len(ids), 384)).astype(np.float32)
+    probe_lvu(ids[:400], x[:400], lvu, tasks="relationship", seeds=1)  # warm-up (lazy imports)
+    t = time.perf_counter()
+    res = probe_lvu(ids, x, lvu, seeds=seeds)
+    dt = time.perf_counter() - t
+    n = res.runs.height
+    log(
+        f"probe_lvu: {len(ids)} LVU clips, D=384, 9 tasks x {seeds} seeds = {n} probes: {dt:.1f} s "
+        f"({dt / n:.2f} s per probe, {1000 * dt / len(ids):.2f} s per 1000 clips)"
+    )
+    return {"clips": len(ids), "probes": n, "seconds": dt, "per_1000": 1000 * dt / len(ids)}
+
+
+def demo_eval_store(size: str = "default") -> Path:
+    from lmp_data.demo import make_demo
+
+    return Path(make_demo(REPO / "outputs" / "demo" / f"{size}-seed0", seed=0, size=size).eval_store)
+
+
+def measure_encode(eval_store: Path, model_config: Path | None = None, log=print) -> dict:
+    from pretrain_bench import op_shares
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmp_bench.features import encode_clips
+    from lmp_data import FeatureStore
+    from lmp_model.config import load_model_config
+    from lmp_model.model import LMP
+
+    peak1 = _peak1()
+    store = FeatureStore.open(eval_store)
+    torch.manual_seed(0)
+    model = LMP(load_model_config(model_config or REPO / "experiments/configs/model/demo.yaml"), store.dims)
+    mv = store.movies()
+    encode_clips(model, store, k=30, batch_size=64, cache=False)  # warm-up (store load, lazy imports)
+    t, c = time.perf_counter(), time.thread_time()
+    f = encode_clips(model, store, k=30, batch_size=64, cache=False)
+    dt, cpu = time.perf_counter() - t, time.thread_time() - c
+    counter = FlopCounterMode(display=False)
+    with counter:
+        encode_clips(model, store, k=30, batch_size=64, cache=False)
+    flops = float(counter.get_total_flops())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        encode_clips(model, store, k=30, batch_size=64, cache=False)
+    mm, others = op_shares(prof)
+    n = len(f.clip_ids)
+    mfu = flops / cpu / peak1
+    log(
+        f"encode_clips: {mv.height} clips, {int(mv['n_shots'].sum())} shots, k=30, demo model d={model.cfg.d}: "
+        f"{dt:.2f} s wall, {cpu:.2f} s CPU = {1000 * cpu / n:.1f} s per 1000 clips; {flops / 1e9:.2f} GFLOP -> "
+        f"{flops / cpu / 1e9:.1f} GFLOP/s in CPU time = MFU {100 * mfu:.1f} % of the 1-thread matmul peak "
+        f"({peak1 / 1e9:.1f} GFLOP/s)"
+    )
+    bound = f"matmuls {100 * mm:.0f} % of the torch ops' time; the rest led by {others}"
+    log(f"  encode profile (torch.profiler): {bound}")
+    return {
+        "clips": n,
+        "seconds": cpu,
+        "wall": dt,
+        "per_1000": 1000 * cpu / n,
+        "flops": flops,
+        "mfu": mfu,
+        "bound": bound,
+    }
+
+
+def _peak1() -> float:
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(10):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(prev)
+    return 2 * 2048**3 / best
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lvu", default="/work/shared/data/lvu_1.0")
-    ap.add_argument("--demo", default="/tmp/bench_demo")
+    ap.add_argument("--lvu", default=LVU)
+    ap.add_argument(
+        "--demo", default=None, help="demo folder whose eval.zarr is encoded (default: generated)"
+    )
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=None, help="probe only the first N LVU clips")
     args = ap.parse_args()
-    ids = sorted(set(pl.concat([load_task(args.lvu, t).select("clip_id") for t in TASKS])["clip_id"]))
-    x = np.random.default_rng(0).normal(size=(len(ids), 384)).astype(np.float32)
-    probe_lvu(ids[:400], x[:400], args.lvu, tasks="relationship", seeds=1)  # warm-up (lazy imports)
-    t = time.perf_counter()
-    res = probe_lvu(ids, x, args.lvu, seeds=args.seeds)
-    dt = time.perf_counter() - t
-    n = res.runs.height
-    print(f"probe_lvu: {len(ids)} LVU clips, D=384, 9 tasks x {args.seeds} seeds = {n} probes: "
-          f"{dt:.1f} s ({dt / n:.2f} s per probe)")  # fmt: skip
-    demo = Path(args.demo)
-    if (demo / "eval.zarr").exists():
-        import torch
-
-        from lmp_bench.features import encode_clips
-        from lmp_data import FeatureStore
-        from lmp_model.config import load_model_config
-        from lmp_model.model import LMP
-
-        store = FeatureStore.open(demo / "eval.zarr")
-        torch.manual_seed(0)
-        model = LMP(load_model_config("experiments/configs/model/demo.yaml"), store.dims)
-        mv = store.movies()
-        t = time.perf_counter()
-        f = encode_clips(model, store, k=30, batch_size=64)
-        dt = time.perf_counter() - t
-        print(f"encode_clips: {mv.height} clips, {int(mv['n_shots'].sum())} shots, k=30, demo model d=128: "
-              f"{dt:.1f} s ({len(f.clip_ids)} clips encoded)")  # fmt: skip
+    measure_probe(args.lvu, args.seeds, args.clips)
+    store = Path(args.demo) / "eval.zarr" if args.demo else demo_eval_store()
+    measure_encode(store)
 
 
 if __name__ == "__main__":

@@ -26,17 +26,13 @@ from lmp_data.ingest.media import write_movie
 from lmp_data.ingest.pipeline import IngestConfig, ingest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=2.0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+def measure(minutes: float = 2.0, log=print) -> dict:
+    """Generate a movie of about `minutes`, ingest it; the figures (real-time factor, decode/encode)."""
     rng = np.random.default_rng(0)
-    lines = []
     with tempfile.TemporaryDirectory() as tmp:
         movies = Path(tmp) / "movies"
         lengths, total = [], 0.0
-        while total < args.minutes * 60:
+        while total < minutes * 60:
             lengths.append(float(np.clip(rng.lognormal(np.log(3.0), 0.5), 0.6, 12.0)))
             total += lengths[-1]
         t0 = time.perf_counter()
@@ -51,7 +47,7 @@ def main() -> None:
         wall = summary.wall_seconds
         dec, encd, wr = r.timings["decode"], r.timings["encode"], r.timings["write"]
         load = os.getloadavg()
-        lines += [
+        for line in [
             "ingest_bench (offline encoders: EfficientNet-Lite0 x3 frames/shot, eGeMAPS+log-mel, MiniLM)",
             f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}, "
             f"cuda {torch.cuda.is_available()}, load average at end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
@@ -63,7 +59,18 @@ def main() -> None:
             f"encode (video+audio+text encoders, main thread): {encd:.1f} s = "
             f"{100 * encd / (dec + encd):.0f}% of decode+encode",
             f"write: {wr:.2f} s; overlap saved {max(0.0, dec + encd + wr - wall):.1f} s",
-        ]
+        ]:
+            log(line)
+        return {"duration": r.duration, "wall": wall, "rtf": r.duration / wall, "decode": dec, "encode": encd}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    lines: list[str] = []
+    measure(args.minutes, log=lines.append)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -1,18 +1,23 @@
-"""Pretraining benchmark: throughput, MFU, data wait and ZeRO stages of `lmp-pretrain` on this machine.
+"""Pretraining benchmark: throughput, MFU, data wait, rank scaling and ZeRO stages of `lmp-pretrain` here.
 
 Measures in one run, at the default demo config (experiments/configs/pretrain/demo.yaml, the generated
-default demo store):
+default demo store; `--config` for another):
 - matmul peak: best time of an n x n fp32 matmul (the machine's practical FLOP/s ceiling), at the thread
-  count training uses (and at 1 thread, what each of 2 ranks gets);
+  count training uses and at 1 thread (what each of 2 ranks gets);
 - model FLOPs per optimizer step: `torch.utils.flop_counter.FlopCounterMode` over one micro-batch's
   forward + backward, times the gradient-accumulation steps;
 - training windows/s and step time (median over steps after the first `--skip`), through `run()` (the
   real DeepSpeed engine, 1 rank, ZeRO-0), MFU = FLOPs per step / step time / matmul peak;
 - data-wait fraction: time blocked on the next batch / step time, summed over the measured steps;
-- step time at 2 ranks (`torchrun --nproc_per_node 2`, gloo, 1 thread each) with ZeRO 0, 2 and 3.
-Targets (issue 4): MFU >= 35 % of the measured matmul peak on CPU, data wait < 5 %, ZeRO-2 <= 1.3x ZeRO-0.
+- 2 ranks (`torchrun --nproc_per_node 2`, gloo, 1 thread each) with ZeRO 0, 2 and 3: throughput against
+  1 rank at 1 thread, and each stage's step time against ZeRO-0;
+- CPU share: CPU seconds the run's processes got / (wall seconds x processes): below ~0.9 the run was
+  waiting for a core (other jobs on the machine), which bounds every figure above.
+Targets (issues 4 and 14): MFU >= 35 % of the measured 1-thread matmul peak on CPU, data wait < 5 %,
+2 ranks >= 1.7x one rank, ZeRO-2 <= 1.3x ZeRO-0 (ZeRO-3 <= 1.5x).
+`--profile FILE` writes a torch.profiler summary of one training step (what the step time is spent on).
 
-Usage: python benchmarks/pretrain_bench.py [--steps 25] [--zero-steps 15] [--out benchmarks/results/pretrain_bench.txt]
+Usage: python benchmarks/pretrain_bench.py [--steps 20] [--zero-steps 15] [--out benchmarks/results/pretrain_bench.txt]
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,42 +36,123 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmp_model.model import LMP
 from lmp_model.pretrain import load_pretrain_config, run
 from lmp_model.pretrain.data import WindowStream, load_train_data
-from lmp_model.pretrain.dist import free_port
+from lmp_model.pretrain.dist import launch_command
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "experiments" / "configs" / "pretrain" / "demo.yaml"
+NO_TRACKING = ["mlflow.enabled=false", "train.ckpt_every=0"]
+MATMUL = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product",
+    "aten::matmul",
+)
 
 
-def matmul_peak(n: int = 2048, reps: int = 20, threads: int | None = None) -> float:
-    """Best-of-`reps` FLOP/s of one n x n fp32 matmul."""
+def matmul_peak(
+    n: int = 2048, reps: int = 20, threads: int | None = None, device: str = "cpu", dtype=torch.float32
+) -> float:
+    """Best-of-`reps` FLOP/s of one n x n matmul (fp32 on CPU; bf16 on a GPU)."""
     prev = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    for _ in range(3):
+        torch.mm(a, b)
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - t)
     torch.set_num_threads(prev)
     return 2 * n**3 / best
 
 
-def flops_per_step(cfg) -> tuple[float, int]:
-    """Model FLOPs of one optimizer step (forward + backward of every micro-batch) at world size 1."""
-    data = load_train_data(cfg.data, cfg.train.seed, True, lambda: None)
+def first_batch(cfg, device: str = "cpu"):
+    """The model's first micro-batch at world size 1 and the train data."""
+    data = load_train_data(cfg.data, cfg.train.seed, True, lambda: None, 1, device)
     stream = WindowStream(data.windows, 0, 1, cfg.train.micro_batch, prefetch=0)
     _, batch = next(stream)
-    model = LMP(cfg.model, data.dims)
+    return batch, data
+
+
+def flops_per_step(cfg, device: str = "cpu", world: int = 1) -> tuple[float, int]:
+    """Model FLOPs of one optimizer step (forward + backward of every micro-batch, all ranks)."""
+    from lmp_model.recipes import build_recipe
+
+    batch, data = first_batch(cfg, device)
+    model = build_recipe(cfg.recipe, cfg.recipe_config, data.dims).to(device)
     counter = FlopCounterMode(display=False)
     with counter:
         model(batch).loss.backward()
-    accum = (cfg.train.global_batch or cfg.train.micro_batch) // cfg.train.micro_batch
-    return float(counter.get_total_flops()) * accum, accum
+    accum = (cfg.train.global_batch or cfg.train.micro_batch * world) // (cfg.train.micro_batch * world)
+    return float(counter.get_total_flops()) * accum * world, accum
+
+
+def op_shares(prof, top: int = 5) -> tuple[float, str]:
+    """(matmul share of the torch ops' self time, the `top` other ops with their shares) of a profile."""
+    ev = prof.key_averages()
+    self_t = {e.key: e.self_cpu_time_total for e in ev}
+    total = sum(self_t.values()) or 1.0
+    mm = sum(v for k, v in self_t.items() if k.startswith(MATMUL))
+    others = sorted(((v, k) for k, v in self_t.items() if not k.startswith(MATMUL)), reverse=True)[:top]
+    return mm / total, ", ".join(f"{k.removeprefix('aten::')} {100 * v / total:.0f} %" for v, k in others)
+
+
+def profile_step(cfg, steps: int = 4) -> str:
+    """One micro-batch's forward + backward + AdamW step (this process's threads): its CPU time and MFU,
+    and where torch.profiler sees the time (matmuls vs everything else, the top ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lmp_model.recipes import build_recipe
+
+    batch, data = first_batch(cfg)
+    model = build_recipe(cfg.recipe, cfg.recipe_config, data.dims)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(batch).loss.backward()
+    flops = float(counter.get_total_flops())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(batch).loss.backward()
+        opt.step()
+
+    step()
+    c = time.thread_time()
+    for _ in range(steps):
+        step()
+    cpu = (time.thread_time() - c) / steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    mm, others = op_shares(prof)
+    peak = matmul_peak(threads=torch.get_num_threads())
+    mfu = flops / cpu / peak
+    lines = [
+        f"# profile of one training micro-batch step (forward + backward + AdamW, plain torch), "
+        f"torch threads {torch.get_num_threads()}",
+        f"micro-batch {cfg.train.micro_batch}, k={cfg.data.k}, d={cfg.model.d}: {flops / 1e9:.2f} GFLOP in "
+        f"{1e3 * cpu:.0f} ms of CPU time = {flops / cpu / 1e9:.1f} GFLOP/s = MFU {100 * mfu:.0f} % of the measured "
+        f"matmul peak ({peak / 1e9:.1f} GFLOP/s)",
+        f"torch ops' time (torch.profiler, self time): matmuls (mm/addmm/bmm/baddbmm/sdpa) {100 * mm:.0f} %, "
+        f"the rest {100 * (1 - mm):.0f} %, led by {others}",
+        f"=> bound: at most {100 * mm:.0f} % of the step is matmul, so even at the matmul peak MFU <= "
+        f"{100 * mm:.0f} %; the others (attention softmax, layer norms, elementwise, masks, AdamW) carry no counted "
+        "FLOPs",
+        "",
+        prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16, max_name_column_width=40),
+    ]
+    return "\n".join(lines)
 
 
 def measured(history: list[dict], skip: int) -> dict[str, float]:
@@ -76,27 +162,167 @@ def measured(history: list[dict], skip: int) -> dict[str, float]:
     return {"step_s": statistics.median(times), "wait": wait / sum(times), "n": len(h)}
 
 
-def zero_run(stage: int, steps: int, tmp: Path, overrides: list[str]) -> list[dict]:
-    """One 2-rank torchrun of the demo config; its per-step metrics."""
+def one_rank(
+    config: Path, steps: int, threads: int, overrides: list[str]
+) -> tuple[list[dict], float, float, list[float]]:
+    """One in-process `run()`: its per-step metrics, wall seconds, CPU share, and the training thread's CPU
+    seconds per optimizer step (from one forward of a step to the same forward of the next: blind to the
+    time other jobs hold the core; batches are built by the prefetch thread, not counted)."""
+    marks: dict[int, float] = {}
+
+    def hook(step: int, out) -> None:
+        marks.setdefault(step, time.thread_time())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c = load_pretrain_config(
+            config,
+            [
+                *NO_TRACKING,
+                f"train.steps={steps}",
+                f"train.out_dir={tmp}",
+                f"train.threads={threads}",
+                *overrides,
+            ],
+        )
+        prev = torch.get_num_threads()
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = run(c, loss_hook=hook)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        torch.set_num_threads(prev)
+    step_cpu = [marks[s + 1] - marks[s] for s in sorted(marks) if s + 1 in marks]
+    return res.history, wall, cpu / wall / threads, step_cpu
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def zero_run(
+    stage: int, steps: int, tmp: Path, overrides: list[str], config: Path = DEMO
+) -> tuple[list[dict], float]:
+    """One 2-rank torchrun (gloo, 1 thread each): its per-step metrics and CPU share of 2 cores."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
     }
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "lmp_model.pretrain.cli"]
-    cmd += [str(DEMO), f"name=zero{stage}", f"train.zero_stage={stage}", f"train.steps={steps}"]
-    cmd += [f"train.out_dir={tmp}", "mlflow.enabled=false", "train.ckpt_every=0", *overrides]
-    p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path.home() / ".cache" / "lmp-pycache"))
+    args = [str(config), f"name=zero{stage}", f"train.zero_stage={stage}", f"train.steps={steps}"]
+    args += [f"train.out_dir={tmp}", *NO_TRACKING, "train.threads=1", *overrides]
+    c0, t0 = _children_cpu(), time.perf_counter()
+    p = subprocess.run(
+        launch_command(args, 2), env=env, cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
+    share = (_children_cpu() - c0) / (time.perf_counter() - t0) / 2
     if p.returncode != 0:
         raise RuntimeError(f"ZeRO-{stage} run failed ({p.returncode}):\n{p.stderr[-4000:]}")
     lines = (tmp / f"zero{stage}" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return [json.loads(line) for line in lines], share
+
+
+def measure(
+    config: Path = DEMO,
+    steps: int = 20,
+    zero_steps: int = 15,
+    skip: int = 3,
+    overrides: list[str] | None = None,
+    threads: int | None = None,
+    profile: str | None = None,
+    log=print,
+) -> dict:
+    """Run the benchmark; the figures as a dict (and lines through `log`)."""
+    overrides = list(overrides or [])
+    cfg = load_pretrain_config(config, [*NO_TRACKING, *overrides])
+    threads = threads or torch.get_num_threads()
+    out: dict = {"threads": threads}
+    log(
+        f"config: {config.relative_to(REPO) if config.is_relative_to(REPO) else config} {' '.join(overrides)}  "
+        f"(k={cfg.data.k}, d={cfg.model.d}, layers {cfg.model.encoder.layers}+{cfg.model.cross.layers}, "
+        f"micro {cfg.train.micro_batch}, global {cfg.train.global_batch}, store '{cfg.data.store or cfg.data.demo}')"
+    )
+    peak, peak1 = matmul_peak(threads=threads), matmul_peak(threads=1)
+    out.update(peak=peak, peak1=peak1)
+    log(
+        f"matmul peak (2048^2 fp32, best of 20): {peak / 1e9:.1f} GFLOP/s at {threads} threads, "
+        f"{peak1 / 1e9:.1f} at 1 thread ({threads} x 1-thread = {threads * peak1 / 1e9:.1f})"
+    )
+    flops, accum = flops_per_step(cfg)
+    out["flops"] = flops
+    log(f"model FLOPs per optimizer step (fwd+bwd, {accum} micro-batches): {flops / 1e9:.2f} GFLOP")
+    gb = cfg.train.global_batch or cfg.train.micro_batch
+    out["one_rank"] = {}
+    for n_threads in sorted({threads, 1}, reverse=True):
+        hist, wall, share, step_cpu = one_rank(config, steps, n_threads, overrides)
+        m = measured(hist, skip)
+        ref = peak if n_threads == threads else peak1
+        mfu = flops / m["step_s"] / ref
+        cpu_s = statistics.median(step_cpu[skip:] or step_cpu)
+        mfu_cpu = flops / (cpu_s / n_threads) / ref if n_threads == 1 else None
+        out["one_rank"][n_threads] = {
+            **m,
+            "wps": gb / m["step_s"],
+            "mfu": mfu,
+            "cpu_share": share,
+            "step_cpu_s": cpu_s,
+            "mfu_cpu": mfu_cpu,
+        }
+        log(
+            f"1 rank, {n_threads} thread(s), ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = "
+            f"{gb / m['step_s']:.1f} windows/s; run() wall {wall:.1f} s for {steps} steps (incl. set-up, export); "
+            f"CPU share {share:.2f} of {n_threads} core(s)"
+        )
+        in_cpu = (
+            f"; in CPU time {cpu_s * 1e3:.0f} ms per step -> MFU {100 * mfu_cpu:.1f} % (target >= 35 %: "
+            f"{'PASS' if mfu_cpu >= 0.35 else 'MISS'})"
+            if mfu_cpu is not None
+            else ""
+        )
+        log(
+            f"  achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured "
+            f"{n_threads}-thread matmul peak in wall time{in_cpu}"
+        )
+        log(
+            f"  data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'}); "
+            f"loss {hist[0]['loss/total']:.3f} at step 1 -> {hist[-1]['loss/total']:.3f} at step {steps}"
+        )
+    zs, shares = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage in (0, 2, 3):
+            hist, shares[stage] = zero_run(stage, zero_steps, Path(tmp), overrides, config)
+            zs[stage] = measured(hist, skip)
+            log(
+                f"2 ranks (gloo, 1 thread each), ZeRO-{stage}: median step {zs[stage]['step_s'] * 1e3:.0f} ms "
+                f"= {gb / zs[stage]['step_s']:.1f} windows/s, data wait {100 * zs[stage]['wait']:.2f} %, "
+                f"CPU share {shares[stage]:.2f} of 2 cores"
+            )
+    r2, r3 = zs[2]["step_s"] / zs[0]["step_s"], zs[3]["step_s"] / zs[0]["step_s"]
+    scale = out["one_rank"][1]["step_s"] / zs[0]["step_s"]
+    out.update(zero={s: {**zs[s], "wps": gb / zs[s]["step_s"], "cpu_share": shares[s]} for s in zs})
+    out.update(zero2_ratio=r2, zero3_ratio=r3, scaling=scale)
+    log(
+        f"2 ranks / 1 rank (1 thread each, ZeRO-0) windows/s: {scale:.2f}x (target >= 1.7x: "
+        f"{'PASS' if scale >= 1.7 else 'MISS'})"
+    )
+    log(
+        f"ZeRO-2 / ZeRO-0 step time: {r2:.2f}x (target <= 1.3x: {'PASS' if r2 <= 1.3 else 'MISS'}); "
+        f"ZeRO-3 / ZeRO-0: {r3:.2f}x (target <= 1.5x: {'PASS' if r3 <= 1.5 else 'MISS'})"
+    )
+    if profile:
+        torch.set_num_threads(1)
+        text = profile_step(cfg)
+        torch.set_num_threads(threads)
+        Path(profile).parent.mkdir(parents=True, exist_ok=True)
+        Path(profile).write_text(text + "\n")
+        out["profile"] = text
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(DEMO), help="pretraining config (default: the demo's)")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps of the 1-rank training run")
     ap.add_argument("--zero-steps", type=int, default=15, help="optimizer steps of each 2-rank ZeRO run")
     ap.add_argument("--skip", type=int, default=3, help="first steps left out of the timings")
+    ap.add_argument("--profile", default=None, help="write a torch.profiler summary of one step here")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pretrain_bench.txt"))
     ap.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. train.micro_batch=64")
     args = ap.parse_args()
@@ -108,78 +334,18 @@ def main() -> None:
         lines.append(s)
 
     load0 = os.getloadavg()
-    cfg = load_pretrain_config(DEMO, ["mlflow.enabled=false", "train.ckpt_every=0", *args.overrides])
-    threads = torch.get_num_threads()
     say(
         f"# pretrain_bench  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()} {os.cpu_count()} cpus  "
-        f"torch {torch.__version__}  torch threads {threads}"
+        f"torch {torch.__version__}  torch threads {torch.get_num_threads()}"
     )
-    say(
-        f"config: {DEMO.relative_to(REPO)} {' '.join(args.overrides)}  (k={cfg.data.k}, d={cfg.model.d}, "
-        f"layers {cfg.model.encoder.layers}+{cfg.model.cross.layers}, micro {cfg.train.micro_batch}, "
-        f"global {cfg.train.global_batch}, demo store '{cfg.data.demo}')"
-    )
-    peak = matmul_peak(threads=threads)
-    peak1 = matmul_peak(threads=1)
-    say(
-        f"matmul peak (2048^2 fp32, best of 20): {peak / 1e9:.1f} GFLOP/s at {threads} threads, "
-        f"{peak1 / 1e9:.1f} at 1 thread ({threads} x 1-thread = {threads * peak1 / 1e9:.1f})"
-    )
-    ideal = max(peak, threads * peak1)
-
-    flops, accum = flops_per_step(cfg)
-    say(f"model FLOPs per optimizer step (fwd+bwd, {accum} micro-batches): {flops / 1e9:.2f} GFLOP")
-
-    gb = cfg.train.global_batch or cfg.train.micro_batch
-    for n_threads in sorted({threads, 1}, reverse=True):
-        with tempfile.TemporaryDirectory() as tmp:
-            c = load_pretrain_config(
-                DEMO,
-                [
-                    "mlflow.enabled=false",
-                    "train.ckpt_every=0",
-                    f"train.steps={args.steps}",
-                    f"train.out_dir={tmp}",
-                ]
-                + [f"train.threads={n_threads}", *args.overrides],
-            )
-            t0 = time.perf_counter()
-            res = run(c)
-            wall = time.perf_counter() - t0
-        torch.set_num_threads(threads)
-        m = measured(res.history, args.skip)
-        ref = peak if n_threads == threads else peak1
-        mfu = flops / m["step_s"] / ref
-        say(
-            f"1 rank, {n_threads} thread(s), ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = "
-            f"{gb / m['step_s']:.1f} windows/s; run() wall {wall:.1f} s for {args.steps} steps (incl. set-up, export)"
-        )
-        extra = (
-            f"; {100 * flops / m['step_s'] / ideal:.1f} % of {threads} x the 1-thread peak"
-            if n_threads > 1
-            else ""
-        )
-        say(
-            f"  achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured "
-            f"{n_threads}-thread matmul peak (target >= 35 %: {'PASS' if mfu >= 0.35 else 'MISS'}){extra}"
-        )
-        say(
-            f"  data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'}); "
-            f"loss {res.history[0]['loss/total']:.3f} at step 1 -> {res.history[-1]['loss/total']:.3f} at step {args.steps}"
-        )
-
-    with tempfile.TemporaryDirectory() as tmp:
-        zs = {}
-        for stage in (0, 2, 3):
-            hist = zero_run(stage, args.zero_steps, Path(tmp), args.overrides)
-            zs[stage] = measured(hist, args.skip)
-            say(
-                f"2 ranks (gloo, 1 thread each), ZeRO-{stage}: median step {zs[stage]['step_s'] * 1e3:.0f} ms "
-                f"= {gb / zs[stage]['step_s']:.1f} windows/s, data wait {100 * zs[stage]['wait']:.2f} %"
-            )
-    r2, r3 = zs[2]["step_s"] / zs[0]["step_s"], zs[3]["step_s"] / zs[0]["step_s"]
-    say(
-        f"ZeRO-2 / ZeRO-0 step time: {r2:.2f}x (target <= 1.3x: {'PASS' if r2 <= 1.3 else 'MISS'}); ZeRO-3 / ZeRO-0: {r3:.2f}x"
+    measure(
+        Path(args.config).resolve(),
+        args.steps,
+        args.zero_steps,
+        args.skip,
+        args.overrides,
+        profile=args.profile,
+        log=say,
     )
     load1 = os.getloadavg()
     say(

@@ -13,6 +13,7 @@ _EXPORTS = {
     "InMemoryStore": "lmp_data.store",
     "StoreError": "lmp_data.validate",
     "ShotWindows": "lmp_data.windows",
+    "WindowGather": "lmp_data.gather",
     "WindowsConfig": "lmp_data.windows",
     "collate_windows": "lmp_data.windows",
     "BATCH_KEYS": "lmp_data.batch",
@@ -23,12 +24,14 @@ __all__ = [
     "InMemoryStore",
     "ShotWindows",
     "StoreError",
+    "WindowGather",
     "WindowsConfig",
     "collate_windows",
 ]
 
 if TYPE_CHECKING:
     from lmp_data.batch import BATCH_KEYS
+    from lmp_data.gather import WindowGather
     from lmp_data.store import FeatureStore, InMemoryStore
     from lmp_data.validate import StoreError
     from lmp_data.windows import ShotWindows, WindowsConfig, collate_windows

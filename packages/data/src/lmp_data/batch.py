@@ -3,7 +3,8 @@
 `ShotWindows` yields one window of `k` consecutive shots of one movie; `collate_windows` stacks N of
 them into a dict of tensors (float32 unless noted). Padding is always zeros and always masked.
 `ShotWindows.__getitems__` builds the same dict for a list of indices in one vectorised pass (what a
-`DataLoader(ds, batch_size=N, collate_fn=collate_windows)` uses).
+`DataLoader(ds, batch_size=N, collate_fn=collate_windows)` uses); `lmp_data.gather.WindowGather` makes
+every batch, on whatever device the store's tensors live.
 
 | key           | shape         | meaning                                                               |
 |---------------|---------------|-----------------------------------------------------------------------|

@@ -15,10 +15,15 @@ Modes:
 Movies shorter than `k` give one window padded with zeros, `shot_mask` False on the padding; they are
 never dropped. The paper does not say how it treats them; padding+masking is the default here.
 
-Speed: the whole store is loaded into memory once (`FeatureStore.load_all`, before DataLoader workers
-fork; Zarr's asyncio thread must not be forked). `__getitems__` gathers a whole batch with a few
-vectorised index operations and returns the collated batch, so use `collate_fn=collate_windows`
-(it passes such a batch through). `__getitem__` builds one window the straightforward way.
+Batches: `ShotWindows` chooses windows (`locate`: movie, first shot); `lmp_data.gather.WindowGather`
+turns them into tensors, the one batch builder. The whole store is loaded into memory once
+(`FeatureStore.load_all`, before DataLoader workers fork; Zarr's asyncio thread must not be forked) and
+held as tensors on `store_device` (default: `device`, default the CPU). `__getitems__` builds a whole
+batch there with one gather per modality and returns the collated batch, so use
+`collate_fn=collate_windows` (it passes such a batch through); `__getitem__` is the batch of one window,
+unpadded. With `device="cuda"` batches are built on the GPU (the store is copied there once; use no
+DataLoader workers); with `device="cuda", store_device="cpu"` the store stays in host memory and
+batches are built there and copied through pinned memory.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lmp_data.batch import BATCH_KEYS
+from lmp_data.gather import WindowGather
 from lmp_data.store import FeatureStore, InMemoryStore
 
 
@@ -82,6 +88,8 @@ class ShotWindows(Dataset):
     draws windows in groups of `views` from one movie (each at its own random start): window indices
     i and i + view_stride * t share a group when they fall in the same block of `views` (view_stride =
     the number of ranks, so that a rank's consecutive windows j, j+1, ... form the groups).
+    `device` / `store_device`: where batches are returned / where the store's tensors live and the
+    gather runs (see the module docstring and `WindowGather`).
     """
 
     def __init__(
@@ -97,6 +105,8 @@ class ShotWindows(Dataset):
         memory_dtype: str = "float32",
         views: int = 1,
         view_stride: int = 1,
+        device: str | torch.device = "cpu",
+        store_device: str | torch.device | None = None,
     ):
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"ShotWindows: k must be a positive int, got {k!r}")
@@ -123,7 +133,7 @@ class ShotWindows(Dataset):
         self.movie_idx = np.array([store.index[m] for m in ids], dtype=np.int64)
         so = store.shot_offsets
         self.n_shots = (so[1:] - so[:-1]).astype(np.int64)
-        self._precompute_token_ranges()
+        self.gather = WindowGather(store, self.k, device=device, store_device=store_device)
         n = self.n_shots[self.movie_idx]
         if mode == "eval":
             starts = [self._eval_starts(int(s)) for s in n]
@@ -156,39 +166,6 @@ class ShotWindows(Dataset):
         last = max(n - self.k, 0)
         starts = np.arange(0, last + 1, self.stride, dtype=np.int64)
         return starts if starts[-1] == last else np.append(starts, last)
-
-    def _precompute_token_ranges(self) -> None:
-        """For every shot g: tok_lo[g] = first token that can overlap a window starting at shot g,
-        tok_hi[g] = one past the last token that can overlap a window ending at shot g; per token t,
-        tok_first_shot[t] / tok_last_shot[t]: the range of shots it overlaps (empty if first > last)."""
-        mem = self.mem
-        lo = np.empty(mem.n_shots, np.int64)
-        hi = np.empty(mem.n_shots, np.int64)
-        first = np.empty(len(mem.text_spans), np.int64)
-        last = np.empty(len(mem.text_spans), np.int64)
-        for i in range(len(mem.movie_ids)):
-            s0, s1 = mem.shot_offsets[i], mem.shot_offsets[i + 1]
-            t0, t1 = mem.token_offsets[i], mem.token_offsets[i + 1]
-            spans = mem.text_spans[t0:t1]
-            cummax_end = np.maximum.accumulate(spans[:, 1]) if t1 > t0 else spans[:, 1]
-            lo[s0:s1] = t0 + np.searchsorted(cummax_end, mem.shots[s0:s1, 0], side="left")
-            hi[s0:s1] = t0 + np.searchsorted(spans[:, 0], mem.shots[s0:s1, 1], side="right")
-            # shots are sorted and disjoint, so the shots a token overlaps are one range [first, last]
-            starts, ends = mem.shots[s0:s1, 0], mem.shots[s0:s1, 1]
-            a, b = spans[:, 0], spans[:, 1]
-            point = a == b
-            first[t0:t1] = s0 + np.where(
-                point, np.searchsorted(ends, a, side="left"), np.searchsorted(ends, a, side="right")
-            )
-            last[t0:t1] = (
-                s0
-                - 1
-                + np.where(
-                    point, np.searchsorted(starts, a, side="right"), np.searchsorted(starts, b, side="left")
-                )
-            )
-        self.tok_lo, self.tok_hi = lo, hi
-        self.tok_first_shot, self.tok_last_shot = first, last
 
     def set_epoch(self, epoch: int) -> None:
         """Train mode: draw the windows of another epoch (a DataLoader re-reads this in workers each epoch
@@ -228,109 +205,30 @@ class ShotWindows(Dataset):
         m, s = self.locate([index])
         return self.mem.movie_ids[int(m[0])], int(s[0])
 
-    # -- one window (reference path) -----------------------------------------------------------------
+    # -- batches: `lmp_data.gather.WindowGather` builds them -------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:
-        m, start = (int(x[0]) for x in self.locate([index]))
-        mem, k = self.mem, self.k
-        mv = mem.movie(mem.movie_ids[m])
-        n = min(k, len(mv["shots"]) - start)
-        video = torch.zeros(k, mem.video.shape[1])
-        audio = torch.zeros(k, mem.audio.shape[1])  # width 0 for a store without audio
-        video[:n] = torch.from_numpy(mv["video"][start : start + n])
-        audio[:n] = torch.from_numpy(mv["audio"][start : start + n])
-        shots = mv["shots"][start : start + n]
-        spans = mv["text_spans"]
-        inside = overlaps(spans[:, 0], spans[:, 1], shots[0, 0], shots[-1, 1])
-        tok = np.flatnonzero(inside)
-        member = np.zeros((len(tok), k), bool)
-        member[:, :n] = overlaps(spans[tok, :1], spans[tok, 1:], shots[None, :, 0], shots[None, :, 1])
+        """One window as an item (see `lmp_data.batch`): the batch of one window, unpadded."""
+        m, start = self.locate([index])
+        p = self.gather.plan(m, start)
+        b = self.gather.build(p)
+        t = int(p.n_tok[0])
         return {
-            "video": video,
-            "audio": audio,
-            "shot_mask": torch.arange(k) < n,
-            "text": torch.from_numpy(mv["text"][tok]).float(),
-            "token_shot": torch.from_numpy(member),
-            "start": start,
-            "movie": mem.movie_ids[m],
+            "video": b["video"][0],
+            "audio": b["audio"][0],
+            "shot_mask": b["shot_mask"][0],
+            "text": b["text"][0, :t],
+            "token_shot": b["token_shot"][0, :t],
+            "start": int(start[0]),
+            "movie": b["movie"][0],
         }
 
-    # -- a whole batch (vectorised hot path) ---------------------------------------------------------
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         """The collated batch of `indices` (what `collate_windows([self[i] for i in indices])` gives)."""
-        mem, k = self.mem, self.k
-        m, start = self.locate(indices)
-        n_win = len(m)
-        n = np.minimum(self.n_shots[m] - start, k)  # real shots per window
-        g0 = mem.shot_offsets[m] + start
-        ar = np.arange(k)
-        valid = ar[None, :] < n[:, None]  # [N, k]
-        gidx = np.where(valid, g0[:, None] + ar, g0[:, None])  # padding reads shot g0, zeroed below
-        flat = gidx.reshape(-1)
-        video = _gather(mem.video, flat)  # np.take: a row gather at memcpy speed (faster than index_select)
-        audio = _gather(mem.audio, flat)
-        shot_mask = torch.from_numpy(valid)
-        if not valid.all():
-            pad = np.flatnonzero(~valid)
-            video[pad] = 0
-            audio[pad] = 0
-        video = torch.from_numpy(video).view(n_win, k, -1)
-        audio = torch.from_numpy(audio).view(n_win, k, -1)
+        return self.gather(*self.locate(indices))
 
-        # language tokens: candidates [tok_lo[first shot], tok_hi[last shot]) filtered by exact overlap
-        glast = g0 + n - 1
-        t0, t1 = mem.shots[g0, 0], mem.shots[glast, 1]
-        lo, hi = self.tok_lo[g0], self.tok_hi[glast]
-        cnt = np.maximum(hi - lo, 0)
-        win = np.repeat(np.arange(n_win), cnt)
-        first = np.cumsum(cnt) - cnt
-        tok = np.arange(int(cnt.sum()), dtype=np.int64) - np.repeat(first - lo, cnt)
-        keep = overlaps(mem.text_spans[tok, 0], mem.text_spans[tok, 1], t0[win], t1[win])
-        if not keep.all():
-            tok, win = tok[keep], win[keep]
-        per_win = np.bincount(win, minlength=n_win)
-        pos = np.arange(len(tok)) - np.repeat(np.cumsum(per_win) - per_win, per_win)
-        T = max(int(per_win.max(initial=0)), 1)
-        # one gather of N*T rows (padding reads row 0 and is zeroed), no per-window Python loop
-        dst = win * T + pos
-        src = np.zeros(n_win * T, np.int64)
-        src[dst] = tok
-        text = _gather(mem.text, src)
-        real = np.zeros(n_win * T, bool)
-        real[dst] = True
-        if not real.all():
-            text[~real] = 0
-        text = torch.from_numpy(text)
-        text_mask = torch.from_numpy(real).view(n_win, T)
-        # membership: the token's shot range relative to the window's first shot
-        rf = np.full(n_win * T, k, np.int64)
-        rl = np.full(n_win * T, -1, np.int64)
-        rf[dst] = self.tok_first_shot[tok] - g0[win]
-        rl[dst] = self.tok_last_shot[tok] - g0[win]
-        small = np.int8 if k < 127 else np.int32  # narrow ints: the [N*T, k] compares are the hot spot
-        rf, rl, ar_s = np.clip(rf, -1, k).astype(small), np.clip(rl, -1, k).astype(small), ar.astype(small)
-        member = np.greater_equal(ar_s, rf[:, None])
-        member &= np.less_equal(ar_s, rl[:, None])
-        token_shot = torch.from_numpy(member).view(n_win, T, k)
-        text = text.view(n_win, T, -1)
-        return {
-            "video": video,
-            "audio": audio,
-            "shot_mask": shot_mask,
-            "text": text,
-            "text_mask": text_mask,
-            "token_shot": token_shot,
-            "start": torch.from_numpy(start.copy()),
-            "movie": [mem.movie_ids[i] for i in m],
-        }
-
-
-def _gather(rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """rows[idx] as float32 (one pass for float32 memory, a second for the float16 conversion).
-    No rows at all (a store without language, or whose movies have no token): zeros, the padding."""
-    if rows.shape[0] == 0:
-        return np.zeros((len(idx), rows.shape[1]), np.float32)
-    out = np.take(rows, idx, axis=0)
-    return out if out.dtype == np.float32 else out.astype(np.float32)
+    def max_tokens(self) -> int:
+        """Most language tokens a window of these movies can hold (an upper bound of the exact count)."""
+        return self.gather.max_tokens(self.movie_idx)
 
 
 def collate_windows(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,11 @@ class DataConfig:
     """Keep only these movie ids (empty: all)."""
     prefetch: int = 2
     """Batches prepared ahead by a background thread (0: build each batch inline)."""
+    gather: str = "host"
+    """Where batches are built (`lmp_data.gather.WindowGather`): "host" (the store in host memory; on a
+    GPU each batch is copied through pinned memory) or "device" (the store copied once to the training
+    device and every batch gathered there: no host work but O(batch) index arithmetic; needs the store's
+    memory on the device, see docs/bench.md). The same batches either way."""
     views: int = 2
     """Windows drawn per movie: a micro-batch holds micro_batch / views movies with `views` windows
     each (random starts), the positives of the window term (`model.loss.window`). 1: every window from
@@ -188,6 +193,7 @@ def validate(cfg: PretrainConfig) -> None:
         (bool(d.store) or d.demo in DEMO_SIZES, "data.store", f"a store folder, or data.demo in {DEMO_SIZES}"),
         (not d.demo or d.demo in DEMO_SIZES, "data.demo", f"one of {DEMO_SIZES} or empty, got {d.demo!r}"),
         (d.memory_dtype in ("float32", "float16"), "data.memory_dtype", f"float32 or float16, got {d.memory_dtype!r}"),
+        (d.gather in ("host", "device"), "data.gather", f"host or device, got {d.gather!r}"),
         (_safe_name(cfg.name), "name", f"letters, digits, '.', '_', '-' (a folder name), got {cfg.name!r}"),
         (bool(cfg.mlflow.experiment), "mlflow.experiment", "a non-empty name"),
         (cfg.recipe != "m2s" or cfg.m2s.stage != "movie", "m2s.stage",

@@ -86,9 +86,18 @@ def select_movies(store: Any, cfg: DataConfig) -> list[str]:
     return ids
 
 
-def load_train_data(cfg: DataConfig, seed: int, is_main: bool, barrier: Any, world: int = 1) -> TrainData:
+def load_train_data(
+    cfg: DataConfig, seed: int, is_main: bool, barrier: Any, world: int = 1, device: Any = None
+) -> TrainData:
+    """The training windows of `cfg`; batches come on `device` (default the CPU), built where
+    `cfg.gather` says: "host" (the store in host memory; on a GPU, batches are copied through pinned
+    memory) or "device" (the store copied to `device` once, batches built there)."""
+    import torch
+
     from lmp_data import FeatureStore, ShotWindows
 
+    device = torch.device(device or "cpu")
+    store_device = device if cfg.gather == "device" else torch.device("cpu")
     path = resolve_store(cfg, is_main, barrier)
     store = FeatureStore.open(path)
     ids = select_movies(store, cfg)
@@ -102,6 +111,8 @@ def load_train_data(cfg: DataConfig, seed: int, is_main: bool, barrier: Any, wor
         memory_dtype=cfg.memory_dtype,
         views=cfg.views,
         view_stride=world,
+        device=device,
+        store_device=store_device,
     )
     return TrainData(windows, path, store.encoders, dict(store.dims), ids)
 
@@ -190,14 +201,4 @@ class WindowStream:
 def max_window_tokens(windows: Any) -> int | None:
     """Upper bound of the language tokens a window of `windows` can hold (None if it cannot be told):
     checked against `model.max_tokens` before training, so a long window never stops a run mid-way."""
-    try:
-        so, k = windows.mem.shot_offsets, windows.k
-        best = 0
-        for m in windows.movie_idx:
-            s0, n = int(so[m]), int(windows.n_shots[m])
-            first = np.arange(s0, s0 + max(n - k + 1, 1))
-            last = np.minimum(first + k - 1, s0 + n - 1)
-            best = max(best, int((windows.tok_hi[last] - windows.tok_lo[first]).max(initial=0)))
-        return best
-    except AttributeError:
-        return None
+    return windows.max_tokens() if hasattr(windows, "max_tokens") else None

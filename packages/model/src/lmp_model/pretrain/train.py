@@ -225,7 +225,7 @@ class _Trainer:
             torch.set_num_threads(t.threads)
         resume_tag = self._prepare_run_dir()
         ckpt.seed_all(t.seed)  # identical model init on every rank
-        data = load_train_data(cfg.data, t.seed, ctx.is_main, self.barrier, ctx.world)
+        data = load_train_data(cfg.data, t.seed, ctx.is_main, self.barrier, ctx.world, ctx.device)
         global_batch = t.global_batch or t.micro_batch * ctx.world
         if global_batch % (t.micro_batch * ctx.world):
             raise ValueError(
