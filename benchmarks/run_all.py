@@ -134,6 +134,7 @@ def _section(rep: Report, title: str) -> Callable[[str], None]:
 
 def run_loader(rep: Report, size: dict, prof_dir: Path, results: Path | None) -> None:
     log = _section(rep, "window loader (benchmarks/window_loader.py)")
+    start = len(rep.details) - 1
     prof = prof_dir / "profile_loader.txt"
     r = window_loader.measure(**size["loader"], profile=str(prof), log=log)
     share = _profile_line(r.get("profile", ""), 2)
@@ -153,7 +154,7 @@ def run_loader(rep: Report, size: dict, prof_dir: Path, results: Path | None) ->
         r["vs_zarr"] >= 10,
     )
     if results is not None:
-        (results / "window_loader.txt").write_text("\n".join(rep.details[-12:]) + "\n")
+        (results / "window_loader.txt").write_text("\n".join(rep.details[start:]) + "\n")
     if torch.cuda.is_available():
         g = window_loader.measure(**size["loader"], zarr_windows=0, device="cuda", log=log)
         rep.figure(
@@ -170,10 +171,10 @@ def run_loader(rep: Report, size: dict, prof_dir: Path, results: Path | None) ->
 
 def run_step(rep: Report, size: dict, prof_dir: Path, results: Path | None) -> None:
     log = _section(rep, "pretraining (benchmarks/pretrain_bench.py)")
+    start = len(rep.details) - 1
     s = size["step"]
     prof = prof_dir / "profile_step.txt"
     config = REPO / "experiments" / "configs" / "pretrain" / s["config"]
-    start = len(rep.details)
     r = pretrain_bench.measure(
         config,
         s["steps"],
@@ -231,6 +232,7 @@ def run_step(rep: Report, size: dict, prof_dir: Path, results: Path | None) -> N
 
 def run_eval(rep: Report, size: dict, results: Path | None) -> None:
     log = _section(rep, "evaluation (benchmarks/bench_lvu.py)")
+    start = len(rep.details) - 1
     p = size["probe"]
     lvu = Path(bench_lvu.LVU)
     if lvu.is_dir():
@@ -262,15 +264,12 @@ def run_eval(rep: Report, size: dict, results: Path | None) -> None:
         f"{en['bound']} (a few windows per clip, batches of up to 64 windows, each feature's forward once)",
     )
     if results is not None:
-        (results / "bench_lvu.txt").write_text(
-            f"# .venv/bin/python benchmarks/bench_lvu.py  (via run_all.py; load average {_load()})\n"
-            + "\n".join(x.strip() for x in rep.details[-2:])
-            + "\n"
-        )
+        (results / "bench_lvu.txt").write_text("\n".join(rep.details[start:]) + "\n")
 
 
 def run_ingest(rep: Report, size: dict, results: Path | None) -> None:
     log = _section(rep, "ingest (benchmarks/ingest_bench.py)")
+    start = len(rep.details) - 1
     r = ingest_bench.measure(size["ingest_minutes"], log=log)
     rep.figure(
         "ingest",
@@ -281,7 +280,7 @@ def run_ingest(rep: Report, size: dict, results: Path | None) -> None:
         "(EfficientNet-Lite0 on 3 frames/shot, MiniLM, on CPU)",
     )
     if results is not None:
-        (results / "ingest_bench.txt").write_text("\n".join(rep.details[-7:]) + "\n")
+        (results / "ingest_bench.txt").write_text("\n".join(rep.details[start:]) + "\n")
 
 
 def run_memory(rep: Report, size: dict) -> None:
