@@ -13,6 +13,7 @@ from lmp_model.losses import (
     intra_modal_loss,
     language_per_shot,
     masked_token_loss,
+    reconstruction_loss,
 )
 
 TAU = 0.3
@@ -252,3 +253,35 @@ def test_losses_are_float32_from_bf16_inputs():
         F.normalize(a.float(), dim=-1) @ F.normalize(a.float(), dim=-1).T / TAU, torch.arange(4)
     )
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_reconstruction_loss_matches_loop_reference():
+    """Each masked token's base features standardised on their own, squared error per feature; chance =
+    the error of predicting the set's mean standardised target for every token."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(7, 5, generator=g) * 3 + 1
+    pred = torch.randn(7, 5, generator=g)
+    loss, chance = reconstruction_loss(pred, base)
+    targets = []
+    for row in base.tolist():
+        mu = sum(row) / len(row)
+        var = sum((x - mu) ** 2 for x in row) / len(row)
+        targets.append([(x - mu) / math.sqrt(var + 1e-5) for x in row])
+    err = sum((p - t) ** 2 for prow, trow in zip(pred.tolist(), targets) for p, t in zip(prow, trow))
+    assert loss.item() == pytest.approx(err / 35, rel=1e-5)
+    mean = [sum(trow[j] for trow in targets) / 7 for j in range(5)]
+    ch = sum((t - mean[j]) ** 2 for trow in targets for j, t in enumerate(trow))
+    assert chance.item() == pytest.approx(ch / 35, rel=1e-5)
+    # the perfect prediction reaches 0; the set's mean reaches chance
+    t = torch.tensor(targets)
+    assert reconstruction_loss(t, base)[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert reconstruction_loss(t.mean(0).expand(7, 5), base)[0].item() == pytest.approx(ch / 35, rel=1e-5)
+
+
+def test_reconstruction_loss_empty_and_bad_shapes():
+    empty = torch.zeros(0, 4, requires_grad=True)
+    loss, chance = reconstruction_loss(empty, torch.zeros(0, 4))
+    assert loss.item() == 0.0 and chance.item() == 0.0
+    loss.backward()
+    with pytest.raises(ValueError, match=r"same shape \[W, D\]"):
+        reconstruction_loss(torch.zeros(3, 4), torch.zeros(3, 5))

@@ -33,11 +33,11 @@ def grads_by_module(model):
 
 # --------------------------------------------------------------------------------------- forward
 def test_forward_returns_every_term_and_the_weighted_total():
-    model = build(tiny("loss.intra=0.5", "loss.cross=2.0"))
+    model = build(tiny("loss.intra=0.5", "loss.cross=2.0", "loss.recon=0.25"))
     out = model(make_batch(), generator=torch.Generator().manual_seed(0))
     assert tuple(out.terms) == ALL_TERMS
     assert all(torch.isfinite(v) and v.item() > 0 for v in out.terms.values())
-    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0, "window": 1.0}
+    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0, "window": 1.0, "recon": 0.25}
     total = sum(w[name.split("/")[0]] * v.item() for name, v in out.terms.items())
     assert out.loss.item() == pytest.approx(total, rel=1e-6)
 
@@ -65,7 +65,7 @@ def test_terms_are_the_losses_of_the_internal_features():
 
 def test_masked_inputs_are_replaced_by_the_mask_token():
     """Changing a base feature at a [MASK] position changes only the masking targets, not the context."""
-    model = build(tiny("masking.random_ratio=0", "masking.keep_ratio=0"))  # every selected input [MASK]ed
+    model = build(tiny("masking.random_ratio=0", "masking.keep_ratio=0", "loss.recon=1.0"))  # all [MASK]ed
     batch = make_batch()
     masked = model.sample_masks(batch, torch.Generator().manual_seed(1))
     torch.manual_seed(0)  # the window term's shuffled negatives draw from the global RNG
@@ -75,7 +75,7 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
     torch.manual_seed(0)
     out2 = model(changed, masked=masked)
     for name in ALL_TERMS:
-        if name == "intra/video":
+        if name in ("intra/video", "recon/video"):  # their targets are the masked inputs
             assert out1.terms[name].item() != pytest.approx(out2.terms[name].item(), rel=1e-4)
         else:
             assert out1.terms[name].item() == pytest.approx(out2.terms[name].item(), rel=1e-5), name
@@ -173,6 +173,7 @@ def test_padding_does_not_change_the_loss(shared):
             "masking.random_ratio=0",
             "masking.keep_ratio=0",
             "loss.window_shuffled=false",
+            "loss.recon=1.0",
         )
     ).eval()
     batch = make_batch()
@@ -312,7 +313,7 @@ def test_yaml_configs_load_with_overrides():
     )
     assert paper.max_shots >= 60
     demo = load_model_config(CONFIGS / "demo.yaml", ["encoder.d=64", "loss.intra=0"])
-    assert demo.d == 64 and demo.loss.enabled_terms() == ALL_TERMS[3:]
+    assert demo.d == 64 and demo.loss.enabled_terms() == tuple(t for t in ALL_TERMS[3:] if "recon" not in t)
     assert ModelConfig().encoder.layers == 3 and ModelConfig().loss.temperature == 0.1
     assert model_config_to_dict(demo)["encoder"]["d"] == 64
     with pytest.raises(ConfigKeyError):

@@ -19,8 +19,9 @@ INTRA_TERMS = tuple(f"intra/{m}" for m in MODALITIES)
 INTER_TERMS = ("inter/v2a", "inter/a2v", "inter/v2l", "inter/l2v")
 CROSS_TERMS = ("cross/a2l", "cross/l2a")
 WINDOW_TERMS = tuple(f"window/{m}" for m in MODALITIES)
+RECON_TERMS = tuple(f"recon/{m}" for m in MODALITIES)
 PAPER_TERMS = INTRA_TERMS + INTER_TERMS + CROSS_TERMS
-ALL_TERMS = PAPER_TERMS + WINDOW_TERMS
+ALL_TERMS = PAPER_TERMS + WINDOW_TERMS + RECON_TERMS
 
 
 def term_modalities(term: str) -> tuple[str, ...]:
@@ -28,7 +29,7 @@ def term_modalities(term: str) -> tuple[str, ...]:
     MAD) drops the term. intra/<m>, window/<m>: m; inter/v2a, a2v: video + audio; inter/v2l, l2v: video +
     text; cross/*: all three (Eq. 6 pairs the audio- and the language-conditioned video)."""
     group, name = term.split("/", 1)
-    if group in ("intra", "window"):
+    if group in ("intra", "window", "recon"):
         return (name,)
     if group == "inter":
         return ("video", "audio") if name in ("v2a", "a2v") else ("video", "text")
@@ -43,6 +44,13 @@ class ProjectionConfig:
 
     input_norm: bool = False
     """LayerNorm on the base features before the linear layer (off: the paper's plain linear layer)."""
+    init: str = "orthogonal"
+    """Initialisation of the linear layer: "orthogonal" (default) makes it an isometry of the base
+    features (all of their information, equally well conditioned); "default" is PyTorch's uniform
+    init, a random matrix with a condition number in the hundreds. Measured (docs/results.md, session 4):
+    with "default" a frozen random model's time-averaged v_ctx loses 12 points of LVU scene accuracy
+    to v_base (37 vs 49) already at the projection, because a linear probe trained by gradient descent
+    cannot use the directions the random matrix shrinks, and 71 pretraining steps do not repair that."""
     dropout: float = 0.0
     """Dropout on the projected tokens (after the position embedding)."""
     token_norm: bool = True
@@ -77,6 +85,11 @@ class EncoderConfig:
     activation: str = "gelu"
     norm_first: bool = True
     """Pre-LayerNorm layers plus a final LayerNorm (stable without warm-up tricks); False = post-LN [45]."""
+    layer_scale: float = 0.0
+    """LayerScale (Touvron et al., CaiT): each residual branch is multiplied by a learned per-channel gain
+    initialised to this value; 0 = off (plain residual). A small value starts every layer near the
+    identity, so a model's outputs begin as its projected inputs and training adds context to them
+    instead of replacing them."""
     rel_pos: int = 8
     """Learned relative-position attention bias per head for offsets -rel_pos..rel_pos (clipped beyond);
     0 = off (absolute position embeddings only, as the paper). On top of the absolute embeddings it lets a
@@ -98,6 +111,8 @@ class CrossModalConfig:
     ff_mult: int = 4
     dropout: float = 0.1
     attn_dropout: float = 0.0
+    layer_scale: float = 0.0
+    """As `EncoderConfig.layer_scale`, for the cross-modal encoder and decoder layers."""
     """As `EncoderConfig.attn_dropout`."""
     activation: str = "gelu"
     norm_first: bool = True
@@ -175,15 +190,30 @@ class LossConfig:
     """tau of every InfoNCE (Eq. 3-6). The paper's 0.3 bounds the logits to [-3.3, 3.3]: with ~1000
     candidates even a perfect match cannot go below ln(1 + 999 e^-3.3) = 3.6, and the gradient is weak
     (measured on cross-shot synthetic data, 150 steps: inter/v2a 5.18 at 0.3 vs 3.91 at 0.1, chance 6.87)."""
+    recon: float = 0.0
+    """Weight of the reconstruction term (not in the paper; 0 = off): at every masked position
+    (`masking`), a linear head on the contextual output regresses the shot's *base* features, each token
+    LayerNorm-standardised (no affine), MSE (MAE's target). Unlike Eq. 1, whose negatives include the
+    window's other masked shots, it does not push apart shots that share a scene or a movie, and its
+    target is the data, so it cannot collapse: the estimate of a hidden shot from its context keeps what
+    persists (content) and what is predictable from the order, which is what a clip's time average is
+    probed for. Chance level: predicting the masked set's mean target (logged as `loss_chance/recon/<m>`)."""
     disabled: list[str] = field(default_factory=list)
     """Finer switches: term names to leave out, e.g. ["inter/v2l", "inter/l2v", "intra/text"]."""
     contrast_masked: bool = True
     """Whether [MASK]-replaced positions also take part in the inter- and cross-modal InfoNCE (their
     contextual output is still a representation of that shot). False leaves them out."""
 
+    def weights(self) -> dict[str, float]:
+        """{term group: weight} of Eq. 7 and lmp's two added groups."""
+        return {
+            "intra": self.intra, "inter": self.inter, "cross": self.cross, "window": self.window,
+            "recon": self.recon,
+        }  # fmt: skip
+
     def enabled_terms(self) -> tuple[str, ...]:
         """Names of the terms that are computed, in a fixed order."""
-        weights = {"intra": self.intra, "inter": self.inter, "cross": self.cross, "window": self.window}
+        weights = self.weights()
         return tuple(t for t in ALL_TERMS if weights[t.split("/")[0]] != 0 and t not in self.disabled)
 
 
@@ -242,6 +272,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (0.0 <= mask.ratio < 1.0, "masking.ratio", f"in [0, 1), got {mask.ratio}"),
         (cfg.projection.position_std >= 0, "projection.position_std", ">= 0"),
         (
+            cfg.projection.init in ("orthogonal", "default"),
+            "projection.init",
+            f"'orthogonal' or 'default', got {cfg.projection.init!r}",
+        ),
+        (
             min(mask.random_ratio, mask.keep_ratio) >= 0 and mask.random_ratio + mask.keep_ratio <= 1,
             "masking.random_ratio/keep_ratio",
             f"two fractions >= 0 summing to <= 1, got {mask.random_ratio}, {mask.keep_ratio}",
@@ -250,8 +285,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (mask.temperature > 0, "masking.temperature", f"> 0, got {mask.temperature}"),
         (loss.temperature > 0, "loss.temperature", f"> 0, got {loss.temperature}"),
         (
-            min(loss.intra, loss.inter, loss.cross, loss.window) >= 0,
-            "loss.intra/inter/cross/window",
+            min(loss.intra, loss.inter, loss.cross, loss.window, loss.recon) >= 0,
+            "loss.intra/inter/cross/window/recon",
             "weights >= 0",
         ),
         (

@@ -234,6 +234,7 @@ _LEGACY = {
     ("masking", "random_ratio"): 0.0,
     ("masking", "keep_ratio"): 0.0,
     ("loss", "window"): 0.0,
+    ("loss", "recon"): 0.0,
 }
 
 

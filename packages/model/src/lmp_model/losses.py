@@ -206,3 +206,26 @@ def window_loss(
     logp = logits.log_softmax(dim=1)[:, :n].masked_fill(eye, 0.0)
     per_anchor = -(logp * pos).sum(dim=1) / pos.sum(dim=1).clamp(min=1)
     return per_anchor[anchors].mean(), torch.as_tensor(n - 1 + m, device=z.device)
+
+
+def reconstruction_loss(pred: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
+    """The reconstruction term (`LossConfig.recon`) over the W masked tokens of one modality.
+
+    pred [W, D]: the head's estimate of each masked token's base features; base [W, D]: those features.
+    The target is each token LayerNorm-standardised (zero mean, unit variance over its D features, no
+    affine), so a movie's gain and the encoder's scale do not set the loss. Returns (mean squared error
+    per feature, chance): chance = the same error for predicting the masked set's mean target for every
+    token, the level of a model that ignores the context. W = 0 gives zeros connected to the graph.
+    """
+    if pred.shape != base.shape or pred.dim() != 2:
+        raise ValueError(
+            f"reconstruction_loss: expected pred and base of the same shape [W, D], got "
+            f"{tuple(pred.shape)}, {tuple(base.shape)}"
+        )
+    if pred.shape[0] == 0:
+        zero = _zero(pred)
+        return zero, zero.detach()
+    t = F.layer_norm(base.float(), base.shape[-1:])
+    loss = (pred.float() - t).pow(2).mean()
+    chance = (t - t.mean(0, keepdim=True)).pow(2).mean()
+    return loss, chance.detach()

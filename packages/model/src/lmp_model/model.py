@@ -28,6 +28,7 @@ from lmp_model.losses import (
     inter_modal_loss,
     intra_modal_loss,
     language_per_shot,
+    reconstruction_loss,
     shuffle_within,
     time_average,
     window_loss,
@@ -121,6 +122,8 @@ class LMP(nn.Module):
             self.cross = nn.ModuleDict({"shared": CrossModalTransformer(d, cfg.cross, num_sources=2)})
         else:
             self.cross = nn.ModuleDict({m: CrossModalTransformer(d, cfg.cross) for m in _CROSS_SOURCES})
+        if cfg.loss.recon > 0:  # the reconstruction term's heads: contextual output -> base features
+            self.recon_head = nn.ModuleDict({m: nn.Linear(d, self.dims[m]) for m in self.modalities})
         if cfg.loss.window > 0 and cfg.loss.window_head != "none":
             self.window_head = nn.ModuleDict(
                 {m: _window_head(d, cfg.loss.window_head) for m in self.modalities}
@@ -278,16 +281,18 @@ class LMP(nn.Module):
             raise ValueError("LMP.forward: every loss term is off (ModelConfig.loss); nothing to train")
         b = self.check_batch(batch)
         intra_mods = [t.split("/")[1] for t in terms_on if t.startswith("intra/")]
+        recon_mods = [t.split("/")[1] for t in terms_on if t.startswith("recon/")]
+        mask_mods = [m for m in self.modalities if m in intra_mods or m in recon_mods]
         inter = tuple(t.split("/")[1] for t in terms_on if t.startswith("inter/"))
         cross = tuple(t.split("/")[1] for t in terms_on if t.startswith("cross/"))
         group = _window_groups(batch.get("movie"), b["video"].device)
         window = [t.split("/")[1] for t in terms_on if t.startswith("window/")] if group is not None else []
-        if not (intra_mods or inter or cross or window):
+        if not (mask_mods or inter or cross or window):
             raise ValueError(
                 "LMP.forward: the only terms on are window terms and the batch has no 'movie' field to "
                 "group windows by"
             )
-        need = set(intra_mods) | set(window)
+        need = set(mask_mods) | set(window)
         if {"v2a", "a2v"} & set(inter):
             need |= {"video", "audio"}
         if {"v2l", "l2v"} & set(inter):
@@ -296,12 +301,12 @@ class LMP(nn.Module):
             need |= set(MODALITIES)
 
         if masked is None:
-            masked = self.sample_masks(b, generator) if intra_mods else {}
-        masked = {m: masked[m].to(b[_VALID_KEY[m]].device).bool() & b[_VALID_KEY[m]] for m in intra_mods}
+            masked = self.sample_masks(b, generator) if mask_mods else {}
+        masked = {m: masked[m].to(b[_VALID_KEY[m]].device).bool() & b[_VALID_KEY[m]] for m in mask_mods}
         mcfg = cfg.masking
         replace = {
             m: sample_replacement(masked[m], b[_VALID_KEY[m]], mcfg.random_ratio, mcfg.keep_ratio, generator)
-            for m in intra_mods
+            for m in mask_mods
         }
 
         ctx, tgt, tokens = {}, {}, {}
@@ -374,11 +379,15 @@ class LMP(nn.Module):
                 neg = neg[rows]
             terms[f"window/{m}"], counts[f"window/{m}"] = window_loss(z[rows], group[rows], tau, neg)
 
-        weight = {
-            "intra": cfg.loss.intra, "inter": cfg.loss.inter, "cross": cfg.loss.cross, "window": cfg.loss.window
-        }  # fmt: skip
+        chance: dict[str, Tensor] = {}
+        for m in recon_mods:  # the hidden shot's base features from its context (LossConfig.recon)
+            pred = self.recon_head[m](ctx[m][masked[m]])
+            terms[f"recon/{m}"], chance[f"recon/{m}"] = reconstruction_loss(pred, b[m][masked[m]])
+
+        weight = cfg.loss.weights()
         loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
-        return LMPOutput(loss=loss, terms=terms, chance={n: chance_level(counts[n]) for n in terms})
+        chance |= {n: chance_level(counts[n]) for n in terms if n not in chance}
+        return LMPOutput(loss=loss, terms=terms, chance=chance)
 
     # ------------------------------------------------------------------------------------- features
     def encode(self, batch: Mapping[str, object]) -> dict[str, Tensor]:

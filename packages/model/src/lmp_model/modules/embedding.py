@@ -22,6 +22,9 @@ class ModalityEmbedding(nn.Module):
         self.max_len = max_len
         self.norm = nn.LayerNorm(dim_in) if cfg.input_norm else nn.Identity()
         self.proj = nn.Linear(dim_in, d)
+        if cfg.init == "orthogonal":  # an isometry of the base features (ProjectionConfig.init)
+            nn.init.orthogonal_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         self.token_norm = nn.LayerNorm(d) if cfg.token_norm else nn.Identity()
         self.pos = nn.Embedding(max_len, d) if cfg.absolute_position else None
         self.mask_token = nn.Parameter(torch.empty(d))

@@ -102,6 +102,8 @@ class Block(nn.Module):
         )
         self.norm2 = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
+        ls = float(getattr(cfg, "layer_scale", 0.0))  # LayerScale (CaiT): per-channel branch gains
+        self.scale = nn.Parameter(torch.full((3 if cross else 2, d), ls)) if ls > 0 else None
 
     def forward(
         self,
@@ -115,8 +117,11 @@ class Block(nn.Module):
         if self.cross_attn is not None:
             sublayers.append((self.norm_cross, lambda y: self.cross_attn(y, memory_mask, memory, align)))
         sublayers.append((self.norm2, self.ff))
-        for norm, f in sublayers:
-            x = x + self.drop(f(norm(x))) if self.norm_first else norm(x + self.drop(f(x)))
+        for i, (norm, f) in enumerate(sublayers):
+            y = f(norm(x) if self.norm_first else x)
+            if self.scale is not None:
+                y = y * self.scale[i]
+            x = x + self.drop(y) if self.norm_first else norm(x + self.drop(y))
         return x
 
 
