@@ -12,11 +12,16 @@ pretraining through `lmp_model.pretrain.run` (the DeepSpeed engine of `lmp-pretr
 - width: HSSL's contextualiser and M2S's scene encoder take the LMP model's encoder size (d, layers,
   heads, ff_mult, dropout) from that config;
 - probes: each recipe's own representation (`lmp_model.recipes.RECIPES[...].default_features`): LMP the
-  sweep's probe.features (v_ctx+a_ctx+v_cross_a), HSSL v_ctx, M2S v_scene; same probe seeds.
-M2S here is its scene stage alone with scene.pairs=split (a window's halves are the positive pair):
-stage "movie" and mined pairs need a movie-pair sampler that does not exist yet, and with split pairs
-the scene encoder does not read E_shot, so the shot stage would only spend budget
-(experiments/pretrain_m2s.py chains the stages). HSSL's shot tokens are video + audio.
+  sweep's probe.features (v_ctx+a_ctx+v_cross_a), HSSL v_ctx, M2S v_scene; same probe seeds;
+- transfer tasks (`probe.transfer`, on by default here; `probe.transfer=false` leaves them out): per-shot
+  attributes, shot ordering, next shot, zero-shot retrieval R@1 / median rank, on the same features and
+  probe seed (`_sweep/transfer.py`); a task a model cannot do is n/a (retrieval needs LMP's joint
+  video/audio/language space; the scratch row has no one model) -> results/transfer.md, table.md.
+M2S is the paper's pipeline in one trial (experiments/pretrain_m2s.py's stages: shot -> movie -> scene
+on scene pairs mined between metadata-similar movies), the sweep's optimizer steps split 0.2 / 0.2 / 0.6
+over the stages (`M2S_BUDGET`); the trial's child run is the scene stage's, the earlier stages' runs are
+untracked folders of the trial (their final losses and the mining summary are on the child run).
+HSSL's shot tokens are video + audio.
 
     .venv/bin/python experiments/compare_recipes.py                 # default scale, demo data
     .venv/bin/python experiments/compare_recipes.py --scale smoke   # tiny, one seed (tests)
@@ -44,7 +49,7 @@ ROWS = [  # slug, row label, recipe (None: no pretraining)
     ("none-random", "No pretraining: frozen random init", None),
     ("none-scratch", "No pretraining: scratch (supervised)", None),
     ("lmp", "LMP", "lmp"),
-    ("m2s", "M2S (scene stage, split pairs)", "m2s"),
+    ("m2s", "M2S (shot → movie → scene, mined pairs)", "m2s"),
     ("hssl", "HSSL (mask prediction)", "hssl"),
 ]
 
@@ -67,11 +72,40 @@ def recipe_overrides(recipe: str, model_cfg) -> list[str]:
         ]
     return [
         "recipe=m2s",
-        "m2s.stage=scene",
-        "m2s.scene.pairs=split",
+        "m2s.scene.pairs=mined",
         "data.views=1",  # same-movie window pairs are LMP's window term's positives; M2S wants none
         f"m2s.max_shots={model_cfg.max_shots}",
     ] + [f"m2s.scene.encoder.{x}" for x in enc]
+
+
+M2S_BUDGET = {"shot": 0.2, "movie": 0.2, "scene": 0.6}
+"""M2S's stages and their share of the sweep's optimizer steps (experiments/pretrain_m2s.py's default)."""
+
+
+def _pretrain_m2s(ctx):
+    """M2S's stages one after the other, each from the previous one's export, together the sweep's
+    optimizer steps; the last stage's MLflow run is the trial's child run. Returns (its PretrainResult,
+    {stage: PretrainResult}, total steps)."""
+    from _sweep import work
+    from pretrain_m2s import pipeline_steps, split_steps
+
+    from lmp_model.pretrain import load_pretrain_config
+
+    base = [*ctx.sweep["pretrain_overrides"], *ctx.spec.get("pretrain_overrides", [])]
+    cfg = load_pretrain_config(
+        ctx.sweep["pretrain_config"], [*base, f"data.store={ctx.sweep['data']['store']}"]
+    )
+    steps = split_steps(pipeline_steps(cfg), dict(ctx.spec.get("stages") or M2S_BUDGET))
+    results, prev = {}, None
+    for i, (stage, n) in enumerate(steps.items()):
+        extra = [f"m2s.stage={stage}", f"train.steps={n}", "train.epochs=0", "train.ckpt_every=0"]
+        extra += [f"train.init_from={prev}"] if prev else []
+        last = i == len(steps) - 1
+        if not last:
+            extra.append(f"name={ctx.key}-{stage}")
+        results[stage] = work._pretrain(ctx, extra=extra, track=last)
+        prev = str(results[stage].export_dir)
+    return results[stage], results, sum(steps.values())
 
 
 def recipe_trial(ctx):
@@ -82,22 +116,52 @@ def recipe_trial(ctx):
     from lmp_model.export import load_pretrained
 
     t0 = time.perf_counter()
-    result = work._pretrain(ctx)
+    stages = {}
+    if ctx.spec.get("recipe") == "m2s":
+        result, stages, steps = _pretrain_m2s(ctx)
+    else:
+        result = work._pretrain(ctx)
+        steps = result.steps
     wall = time.perf_counter() - t0
     features = list(ctx.spec.get("features") or ctx.sweep["probe"]["features"])
     with ctx.start_child_run(run_id=result.mlflow_run_id) as run:
         ctx.maybe_fail("probe")
+        if stages:
+            _log_stages(stages)
         model = load_pretrained(result.export_dir)
         metrics = work._probe(ctx, model, features, method=ctx.spec["variant"])
         work._log_probe(ctx, metrics, features)
-        mlflow.log_metrics({"compare/pretrain_wall_s": wall, "compare/optimizer_steps": float(result.steps)})
+        mlflow.log_metrics({"compare/pretrain_wall_s": wall, "compare/optimizer_steps": float(steps)})
+        metrics |= work.transfer_columns(ctx, model, features)
     return {
         **metrics,
         "pretrain_wall_s": wall,
-        "optimizer_steps": float(result.steps),
+        "optimizer_steps": float(steps),
         "child_run_id": run.info.run_id,
         "export_dir": str(result.export_dir),
     }
+
+
+def _log_stages(stages: dict) -> None:
+    """On the active (last stage's) run: every stage's steps and final losses, the scene pairs' mining
+    summary and table (artifacts `m2s/`)."""
+    import json
+
+    import mlflow
+
+    for stage, res in stages.items():
+        mlflow.log_metric(f"m2s/{stage}/steps", float(res.steps))
+        for key, value in res.final_losses.items():
+            mlflow.log_metric(f"m2s/{stage}/final_{key.replace('loss/', '').replace('/', '_')}", float(value))
+    last = list(stages.values())[-1]
+    info = Path(last.run_dir) / "scene_pairs.json"
+    if info.is_file():
+        mined = json.loads(info.read_text())
+        mlflow.log_metrics(
+            {f"m2s/mining/{k}": float(v) for k, v in mined.items() if isinstance(v, int | float)}
+        )
+        for name in ("scene_pairs.json", "scene_pairs.parquet"):
+            mlflow.log_artifact(str(Path(last.run_dir) / name), "m2s")
 
 
 def build(cfg, only):
@@ -115,6 +179,7 @@ def build(cfg, only):
             else:
                 spec |= {
                     "work": "compare_recipes:recipe_trial",
+                    "recipe": recipe,
                     "pretrain_overrides": recipe_overrides(recipe, model_cfg),
                 }
                 if recipe != "lmp":
@@ -173,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and "=" in args.resume and not os.path.exists(args.resume):
         args.overrides.append(args.resume)
         args.resume = "latest"
+    # this table has the transfer columns unless the command line says probe.transfer=false
+    args.overrides.insert(0, "probe.transfer=true")
     cfg = config_from_args(args)
     t0 = time.perf_counter()
     data = resolve_data(cfg.data) if not args.resume else None
@@ -206,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - the files on disk are the record
             print(f"[sweep] could not log budget.md to the parent run: {e}", flush=True)
         print(budget, flush=True)
+    from _sweep import transfer
+
+    transfer_md = transfer.write_table(out)
+    if transfer_md:
+        print(transfer_md, flush=True)
     if not out.complete:
         print(f"[sweep] resume this one with: .venv/bin/python experiments/compare_recipes.py --scale {cfg.scale} "
               f"--resume {out.sweep_dir}", flush=True)  # fmt: skip

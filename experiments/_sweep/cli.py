@@ -126,5 +126,10 @@ def main(
         if getattr(e, "lmp_reported", False):  # one line + the log's path already printed
             return 1
         raise
+    from .transfer import write_table
+
+    transfer_md = write_table(out)  # the transfer columns, when the trials ran them (probe.transfer)
+    if transfer_md:
+        print(transfer_md, flush=True)
     print(f"[sweep] {table} at scale {cfg.scale}: {__import__('time').perf_counter() - t0:.0f} s", flush=True)
     return out.exit_code

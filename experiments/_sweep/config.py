@@ -42,6 +42,7 @@ class DataConfig:
     store: str | None = None  # pretraining feature store
     eval_store: str | None = None  # LVU clip feature store
     labels: str | None = None  # LVU labels directory (lvu_1.0 layout)
+    transfer_labels: str | None = None  # transfer-task labels (docs/bench.md); None: the demo's transfer/
 
 
 @dataclass
@@ -66,7 +67,16 @@ class ProbeConfig:
     seeds as pretrained rows, so rows compare seed by seed."""
     scratch: dict = field(default_factory=dict)
     """Overrides of lmp_bench.scratch.ScratchConfig for the "scratch (supervised)" row (e.g. epochs)."""
-    transfer: bool = False  # also run lmp_bench.evaluate_transfer (cheap tasks only)
+    transfer: bool = False
+    """Also run the transfer tasks (lmp_bench.evaluate_transfer: per-shot attributes, shot ordering, next
+    shot, zero-shot retrieval) on each trial's model with its LVU features and probe seed; their columns
+    join the table (`_sweep/transfer.py`; compare_recipes.py turns this on). A task the model cannot do
+    (retrieval without a joint video/audio/language space; the scratch row) is n/a."""
+    transfer_tasks: list[str] | None = None  # None: all four (ave, ordering, next_shot, retrieval)
+    transfer_overrides: dict = field(default_factory=lambda: {"samples_per_clip": 2})
+    """Extra keyword arguments of evaluate_transfer (samples_per_clip, sample_seed, k, batch_size)."""
+    transfer_probe: dict = field(default_factory=dict)
+    """Overrides of lmp_bench.probe.ProbeConfig for the transfer probes (e.g. epochs)."""
     curve_every: int = 0
     """Pretrained rows: also probe the weights every `curve_every` pretraining steps (and at step 0, the
     random initialisation), the same probe as the final one; the points are the child run's probe-over-

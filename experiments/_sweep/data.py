@@ -12,10 +12,13 @@ from .config import DataConfig, repo_path
 
 
 def resolve_data(cfg: DataConfig) -> dict[str, str]:
-    """{"store", "eval_store", "labels"} as absolute paths; builds the demo data if a store is not given."""
+    """{"store", "eval_store", "labels"} (+ "transfer", the transfer-task labels, when known) as absolute
+    paths; builds the demo data if a store is not given."""
     given = {"store": cfg.store, "eval_store": cfg.eval_store, "labels": cfg.labels}
     if all(given.values()):
         out = {k: str(Path(v).expanduser().resolve()) for k, v in given.items()}
+        if cfg.transfer_labels:
+            out["transfer"] = str(Path(cfg.transfer_labels).expanduser().resolve())
     elif any(given.values()):
         missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if not v]
         raise SystemExit(
@@ -31,6 +34,7 @@ def resolve_data(cfg: DataConfig) -> dict[str, str]:
             "store": str(Path(paths.pretrain_store).resolve()),
             "eval_store": str(Path(paths.eval_store).resolve()),
             "labels": str(Path(paths.lvu_dir).resolve()),
+            "transfer": str(Path(cfg.transfer_labels or paths.transfer_dir).expanduser().resolve()),
         }
     for key, path in out.items():
         if not Path(path).exists():

@@ -27,6 +27,7 @@ and pretraining randomness are independent, and every row of a table uses the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,11 @@ def curve_every(ctx: TrialContext) -> int:
     return max(0, int(ctx.sweep["probe"].get("curve_every") or 0))
 
 
-def _pretrain(ctx: TrialContext, snapshots: bool = False):
+def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] = (), track: bool = True):
     """Run pretraining for this trial; returns lmp_model's PretrainResult. `snapshots`: keep weights every
-    `probe.curve_every` steps (and at step 0) for the probe-over-training curve."""
+    `probe.curve_every` steps (and at step 0) for the probe-over-training curve. `extra`: overrides on top
+    (a stage of a multi-stage recipe: its name, steps, init_from); `track=False`: no MLflow run (an
+    earlier stage; the trial's child run is its last pretraining's)."""
     from lmp_model.pretrain import load_pretrain_config, run
 
     seed = int(ctx.spec["seed"])
@@ -59,10 +62,11 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False):
     ]
     if snapshots and curve_every(ctx):
         overrides.append(f"train.snapshot_every={curve_every(ctx)}")
+    overrides += list(extra)
     cfg = load_pretrain_config(ctx.sweep["pretrain_config"], overrides)
     threads = int(ctx.sweep.get("cpus_per_trial") or 1)
     cfg.train.threads = max(1, threads)
-    cfg.mlflow.enabled = True
+    cfg.mlflow.enabled = track
     cfg.mlflow.tracking_uri = ctx.sweep["tracking_uri"]
     cfg.mlflow.experiment = ctx.sweep["experiment_name"]
     cfg.mlflow.parent_run_id = ctx.sweep["parent_run_id"]
@@ -70,7 +74,7 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False):
     cfg.mlflow.tags = {**cfg.mlflow.tags, **ctx.run_tags()}
     cfg.mlflow.log_weights = True
     result = run(cfg)
-    if not result.mlflow_run_id:
+    if track and not result.mlflow_run_id:
         raise RuntimeError(
             f"trial {ctx.key}: pretraining finished without an MLflow run (tracking store "
             f"{ctx.sweep['tracking_uri']} unreachable?); the sweep needs one child run per trial"
@@ -111,6 +115,14 @@ def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, flo
             f"trial {ctx.key}: LVU probe gave no score for group(s) {missing} (skipped: {res.skipped})"
         )
     return out
+
+
+def transfer_columns(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, Any]:
+    """With `probe.transfer`: the transfer tasks on the trial's model, logged to the active run; their
+    columns (`_sweep/transfer.py`), or {} when the sweep does not ask for them."""
+    from . import transfer
+
+    return transfer.run(ctx, model, features, **kw) if transfer.enabled(ctx) else {}
 
 
 def _log_probe(ctx: TrialContext, metrics: dict[str, float], features: list[str], step: int = 0) -> None:
@@ -203,6 +215,7 @@ def pretrain_and_probe(ctx: TrialContext) -> dict[str, Any]:
         model = load_pretrained(result.export_dir)
         metrics = _probe(ctx, model, features)
         _log_probe(ctx, metrics, features, step=result.steps)
+        metrics |= transfer_columns(ctx, model, features)
     _describe(ctx, run.info.run_id, metrics, features, curve, result.steps)
     return {**metrics, "child_run_id": run.info.run_id, "export_dir": str(result.export_dir)}
 
@@ -272,6 +285,7 @@ def probe_only(ctx: TrialContext) -> dict[str, Any]:
             extra = f"No pretraining (`{mode}`): no pretraining run, so no loss or probe-over-training curve."
         metrics = _probe(ctx, model, features, **kw)
         _log_probe(ctx, metrics, features)
+        metrics |= transfer_columns(ctx, model, features, **kw)
     _describe(ctx, run.info.run_id, metrics, features, extra=extra)
     return {**metrics, "child_run_id": run.info.run_id}
 

@@ -5,7 +5,14 @@ import polars as pl
 import pytest
 
 from lmp_bench.cli import main
-from lmp_bench.transfer import PERMUTATIONS, TransferFormatError, evaluate_transfer, shots_batch
+from lmp_bench.transfer import (
+    PERMUTATIONS,
+    BaseFeatures,
+    TransferFormatError,
+    evaluate_transfer,
+    shots_batch,
+    transfer_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +98,38 @@ def test_transfer_bad_labels(tiny_bench, tiny_cfg, tmp_path, capsys):
     rc = main(["transfer", "--model", "none", "--store", str(tiny_bench[0]), "--labels", str(tmp_path / "x"),
                "--no-mlflow"])  # fmt: skip
     assert rc == 1 and "transfer labels folder not found" in capsys.readouterr().err
+
+
+def test_transfer_reads_any_recipe_through_its_declared_features(tiny_bench, tiny_cfg, transfer_dir):
+    """HSSL / M2S / base features: the per-shot tasks run on the recipe's own features; zero-shot
+    retrieval, which needs LMP's joint video/audio/language space, is n/a with its reason, not an error."""
+    from lmp_data import FeatureStore
+    from lmp_model.recipes import build_recipe, load_recipe_config
+
+    dims = dict(FeatureStore.open(tiny_bench[0]).dims)
+    m2s = build_recipe("m2s", load_recipe_config("m2s", None, [
+        "shot.hidden=16", "shot.dim=8", "movie.hidden=8", "scene.encoder.d=16", "scene.encoder.layers=1",
+        "scene.encoder.heads=2", "scene.encoder.ff_mult=2", "max_shots=16",
+    ]), dims)  # fmt: skip
+    hssl = build_recipe("hssl", load_recipe_config("hssl", None, [
+        "modalities=[video,audio]", "encoder.d=16", "encoder.layers=1", "encoder.heads=2",
+        "encoder.ff_mult=2", "max_shots=16",
+    ]), dims)  # fmt: skip
+    assert transfer_features(m2s) == ("v_scene",) and transfer_features(hssl) == ("v_ctx",)
+    assert transfer_features(BaseFeatures()) == ("v_base", "a_base")
+    for model, label in ((m2s, "M2S"), (hssl, "HSSL"), ("base", "base")):
+        res = evaluate_transfer(model, tiny_bench[0], transfer_dir, seeds=1, k=5, samples_per_clip=2)
+        tasks = set(res.summary()["task"])
+        assert {"ave/average", "ordering", "next_shot"} <= tasks, label
+        assert not any(t.startswith("retrieval") for t in tasks), label
+        assert set(res.skipped) == {
+            "retrieval/scene->soundtrack", "retrieval/soundtrack->scene", "retrieval/description->scene"
+        }  # fmt: skip
+        why = res.skipped["retrieval/scene->soundtrack"]
+        assert why.startswith("n/a:") and (label in why or "different encoder spaces" in why), why
+    with pytest.raises(ValueError, match="not provided by the M2S model"):
+        evaluate_transfer(m2s, tiny_bench[0], transfer_dir, tasks="ordering", features="v_ctx", k=5)
+    # LMP keeps retrieval; its per-shot default is v_ctx+a_ctx, and any LMP feature may be asked for
+    res = evaluate_transfer(None, tiny_bench[0], transfer_dir, tasks="ordering,retrieval", seeds=1, k=5,
+                            model_config=tiny_cfg, features="v_cross_a")  # fmt: skip
+    assert not res.skipped and "retrieval/description->scene" in set(res.summary()["task"])

@@ -7,6 +7,7 @@ the export (`load_pretrained` rebuilds the recipe) and `lmp-bench lvu` on it. M2
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -143,6 +144,7 @@ def test_m2s_stages_chain_in_one_command(demo, tmp_path):
         sys.executable, str(REPO / "experiments" / "pretrain_m2s.py"), str(CONFIGS / "tiny_m2s.yaml"),
         f"data.store={demo.pretrain_store}", f"train.out_dir={tmp_path / 'runs'}",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "train.threads=1", "train.steps=8",
+        "--stages", "shot,scene",
     ]  # fmt: skip
     p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
@@ -161,13 +163,49 @@ def test_m2s_stages_chain_in_one_command(demo, tmp_path):
     assert p.returncode == 0 and all(s["skipped"] for s in json.loads(p.stdout.splitlines()[-1])["stages"])
 
 
+@pytest.mark.slow  # ~1.5 min on 2 cores: three lmp-pretrain runs
+def test_m2s_paper_pipeline_trains_on_movie_pairs_and_mined_scene_pairs(demo, tmp_path):
+    """shot -> movie (movie pairs labelled by metadata similarity) -> scene (MoCo on scene pairs mined with
+    the movie stage's E_movie between similar movies), each stage from the previous export."""
+    from lmp_data import FeatureStore
+    from lmp_model.recipes import load_recipe_config
+    from lmp_model.recipes.m2s_data import movie_similarity_of
+
+    cmd = [
+        sys.executable, str(REPO / "experiments" / "pretrain_m2s.py"), str(CONFIGS / "tiny_m2s.yaml"),
+        f"data.store={demo.pretrain_store}", f"train.out_dir={tmp_path / 'runs'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "train.threads=1", "train.steps=10",
+        "m2s.scene.pairs=mined",
+    ]  # fmt: skip
+    p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    shot, movie, scene = out["stages"]
+    assert [(s["stage"], s["steps"]) for s in out["stages"]] == [("shot", 2), ("movie", 2), ("scene", 6)]
+    assert "loss/movie/bce" in movie["final_losses"] and "loss/scene/moco" in scene["final_losses"]
+    hist = metrics(Path(movie["run_dir"]))
+    assert all(0 < h["loss_chance/movie/bce"] <= math.log(2) + 1e-6 for h in hist)
+    a, b, c = (load_pretrained(s["export_dir"]).state_dict() for s in out["stages"])
+    assert torch.equal(a["shot_encoder.0.weight"], c["shot_encoder.0.weight"])  # E_shot: stage 1's
+    assert not torch.equal(a["movie_encoder.0.weight"], b["movie_encoder.0.weight"])  # trained in stage 2
+    assert torch.equal(b["movie_encoder.0.weight"], c["movie_encoder.0.weight"])  # and kept in stage 3
+    pairs = pl.read_parquet(Path(scene["run_dir"]) / "scene_pairs.parquet")
+    assert pairs.height > 0 and (pairs["start_a"] >= 0).all()
+    store = FeatureStore.open(demo.pretrain_store)
+    ids = store.movies()["movie_id"].to_list()
+    _, similar = movie_similarity_of(store.load_all(), ids, load_recipe_config("m2s").movie)
+    for ma, mb in zip(pairs["movie_a"], pairs["movie_b"]):  # only between movies similar by metadata
+        assert similar[ids.index(ma), ids.index(mb)], (ma, mb)
+
+
 def test_init_from_and_recipe_errors_are_one_line(demo, tmp_path):
     base = command("hssl", demo, tmp_path, 1, "train.steps=2")
     bad = [
         ([*base[:3], str(CONFIGS / "tiny_m2s.yaml"), *base[4:], "train.init_from=" + str(tmp_path / "nope")],
          "train.init_from=" + str(tmp_path / "nope") + ": not an export folder"),
         ([*base, "recipe=nosuch"], "pretrain config recipe: expected one of ['hssl', 'lmp', 'm2s'], got 'nosuch'"),
-        ([*base, "recipe=m2s", "m2s.stage=movie"], "m2s.stage: expected 'shot' or 'scene'"),
+        ([*base, "recipe=m2s", "m2s.scene.pairs=mined", "m2s.mining.scene_len=80"],
+         "m2s.mining.scene_len: expected <= m2s.max_shots=64"),
     ]  # fmt: skip
     for cmd, msg in bad:
         p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -452,6 +452,253 @@ def test_movie_similarity_from_manifest_metadata():
     assert st[0, 1] > st[0, 2] == 0.0
 
 
+# ---------------------------------------------------------------- M2S: movie stage data and mining
+def hand_store(lengths: dict[str, int], seed: int = 0, **columns):
+    """An in-memory store of movies with `lengths` shots (random video/audio, no language tokens) and a
+    manifest with the given metadata columns."""
+    from lmp_data.store import InMemoryStore
+
+    rng = np.random.default_rng(seed)
+    ids, n = list(lengths), np.array(list(lengths.values()))
+    total = int(n.sum())
+    shots = np.stack([np.arange(total, dtype=np.float64), np.arange(total) + 1.0], axis=1)
+    return InMemoryStore(
+        movie_ids=ids,
+        manifest=pl.DataFrame({"movie_id": ids, "n_shots": n.tolist(), **columns}),
+        encoders={m: {"name": m, "dim": d} for m, d in DIMS.items()},
+        shot_offsets=np.concatenate([[0], np.cumsum(n)]).astype(np.int64),
+        token_offsets=np.zeros(len(ids) + 1, np.int64),
+        shots=shots,
+        video=rng.normal(size=(total, DIMS["video"])).astype(np.float32),
+        audio=rng.normal(size=(total, DIMS["audio"])).astype(np.float32),
+        text=np.zeros((0, DIMS["text"]), np.float32),
+        text_spans=np.zeros((0, 2)),
+    )
+
+
+def ref_mining(e1, e2, scene_len, top_frac=0.5):
+    """Brute force of step 3 at stride 1: A by dot products, B = mean of each scene_len x scene_len
+    window (kernel clipped to the sides), greedy visit from the highest of the top entries, a pair kept when
+    neither of its scenes overlaps a kept one's (loops only)."""
+    u, v = len(e1), len(e2)
+    a = [[_dot(e1[i], e2[j]) for j in range(v)] for i in range(u)]
+    kh, kw = min(scene_len, u), min(scene_len, v)
+    b = [
+        [sum(a[i + r][j + c] for r in range(kh) for c in range(kw)) / (kh * kw) for j in range(v - kw + 1)]
+        for i in range(u - kh + 1)
+    ]
+    entries = sorted(
+        ((b[i][j], i * len(b[0]) + j, i, j) for i in range(len(b)) for j in range(len(b[0]))),
+        key=lambda e: (-e[0], e[1]),
+    )
+    kept = []
+    for s, _, i, j in entries[: math.ceil(top_frac * len(entries))]:
+        if all(abs(i - i2) >= scene_len and abs(j - j2) >= scene_len for _, i2, j2 in kept):
+            kept.append((s, i, j))
+    return [(i, j, s) for s, i, j in kept]
+
+
+def test_mine_pairs_over_similar_movies_matches_a_loop():
+    from lmp_model.recipes.m2s_data import PAIR_COLUMNS, mine_pairs
+
+    model = m2s("mining.scene_len=2").eval()
+    mem = hand_store({"a": 7, "b": 6, "c": 5, "d": 4})
+    ids = ["a", "b", "c", "d"]
+    similar = np.zeros((4, 4), bool)
+    for i, j in ((0, 1), (0, 2), (2, 3)):
+        similar[i, j] = similar[j, i] = True
+    got = mine_pairs(model, mem, ids, similar)
+    assert tuple(got.columns) == PAIR_COLUMNS
+    expect = []
+    with torch.no_grad():
+        hidden = {}
+        for c in ids:
+            s0, s1 = mem.shot_offsets[mem.index[c]], mem.shot_offsets[mem.index[c] + 1]
+            x = torch.from_numpy(mem.video[s0:s1])
+            hidden[c] = model.movie_features(model.shot_encoder(x), hidden=True).tolist()
+    for i, j in ((0, 1), (0, 2), (2, 3)):  # each similar pair once, in index order
+        for p, q, s in ref_mining(hidden[ids[i]], hidden[ids[j]], scene_len=2):
+            expect.append((ids[i], p, ids[j], q, s))
+    assert got.height == len(expect) > 0
+    for row, ref in zip(got.iter_rows(), expect):
+        assert row[:4] == ref[:4]
+        assert row[4] == pytest.approx(ref[4], rel=1e-5, abs=1e-6)
+
+
+def test_movie_stage_logit_and_bce_match_loops():
+    """Eq. 2 -> B (mean of valid shot pairs per window) -> V (max per window) -> L_output -> BCE, by loops."""
+    model = m2s(
+        "stage=movie", "movie.movie_len=6", "movie.avg_kernel=2", "movie.avg_stride=2",
+        "movie.max_kernel=2", "movie.max_stride=1", "movie.dropout=0.0",
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(2, 6, DIMS["video"], generator=g), torch.randn(2, 5, DIMS["video"], generator=g)
+    m1 = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    m2 = torch.tensor([[True] * 5, [True] * 4 + [False]])
+    y = torch.tensor([1.0, 0.0])
+    batch = {"video": x1, "shot_mask": m1, "pair_video": x2, "pair_shot_mask": m2, "pair_similar": y}
+    out = model(batch)
+    w, bias = model.output.weight[0].tolist(), model.output.bias.item()
+    losses = []
+    with torch.no_grad():
+        for p in range(2):
+            e1 = model.movie_encoder(model.shot_encoder(x1[p])).tolist()
+            e2 = model.movie_encoder(model.shot_encoder(x2[p])).tolist()
+            valid1 = m1[p].tolist()
+            valid2 = m2[p].tolist() + [False]  # padded to movie_len = 6
+            e2 = e2 + [[0.0] * len(e2[0])]
+            bmat = []  # 3 x 3 windows of 2 x 2 shots, stride 2
+            for i in range(3):
+                row = []
+                for j in range(3):
+                    cells = [
+                        _dot(e1[2 * i + r], e2[2 * j + c])
+                        for r in range(2)
+                        for c in range(2)
+                        if valid1[2 * i + r] and valid2[2 * j + c]
+                    ]
+                    row.append((sum(cells) / len(cells), True) if cells else (0.0, False))
+                bmat.append(row)
+            v = []  # 2 x 2 max windows of 2 x 2 entries, stride 1, row-major
+            for i in range(2):
+                for j in range(2):
+                    vals = [
+                        bmat[i + r][j + c][0] for r in range(2) for c in range(2) if bmat[i + r][j + c][1]
+                    ]
+                    v.append(max(vals) if vals else 0.0)
+            logit = _dot(w, v) + bias
+            target = y[p].item()
+            losses.append(-(target * math.log(1 / (1 + math.exp(-logit))) + (1 - target) * math.log(
+                1 - 1 / (1 + math.exp(-logit)))))  # fmt: skip
+    assert out.terms["movie/bce"].item() == pytest.approx(sum(losses) / 2, rel=1e-4)
+
+
+def test_padded_scene_adjacency_equals_pooling_the_whole_padded_map():
+    from lmp_model.recipes.m2s import padded_scene_adjacency
+
+    g = torch.Generator().manual_seed(0)
+    for length, kernel, stride, u, v in [
+        (40, 16, 8, 23, 9), (40, 16, 8, 40, 40), (40, 4, 8, 17, 30), (12, 16, 8, 5, 12), (33, 5, 3, 1, 33),
+    ]:  # fmt: skip
+        a = torch.randn(2, u, v, generator=g)
+        m1, m2 = torch.rand(2, u, generator=g) > 0.2, torch.rand(2, v, generator=g) > 0.2
+        full = F.pad(a, (0, length - v, 0, length - u))
+        f1, f2 = F.pad(m1, (0, length - u), value=False), F.pad(m2, (0, length - v), value=False)
+        b_ref, valid_ref = scene_adjacency(full, f1, f2, kernel, stride)
+        b, valid = padded_scene_adjacency(a, m1, m2, length, kernel, stride)
+        assert b.shape == b_ref.shape and torch.equal(valid, valid_ref)
+        assert torch.allclose(b, b_ref, atol=1e-6)
+
+
+def test_movie_pairs_follow_the_metadata_similarity_and_are_pure():
+    from lmp_model.recipes.m2s_data import MoviePairs, movie_similarity_of
+
+    cfg = load_recipe_config("m2s", None, ["movie.per_movie=1"]).movie
+    genres = [["crime"], ["crime", "drama"], ["comedy"], ["comedy", "kids"], ["horror"]]
+    mem = hand_store(
+        {"a": 12, "b": 9, "c": 14, "d": 6, "e": 20}, genres=genres, year=[2000, 2001, 1950, 1952, 1990]
+    )
+    ids = ["e", "a", "b", "c", "d"]  # the run's movies, in its own order
+    s, similar = movie_similarity_of(mem, ids, cfg)
+    assert s.shape == (5, 5) and similar[1, 2] and similar[3, 4] and not similar[1, 3]
+    ds = MoviePairs(mem, ids, similar, movie_len=10, positive_frac=0.5, seed=7, length=400)
+    labels, anchors = [], []
+    for i in range(400):
+        (ma, sa, la), (mb, sb, lb), y = ds.pair(i)
+        a, b = ids.index(mem.movie_ids[ma]), ids.index(mem.movie_ids[mb])
+        assert a != b and y == float(similar[a, b])
+        n_a = mem.shot_offsets[ma + 1] - mem.shot_offsets[ma]
+        assert la == min(n_a, 10) and 0 <= sa <= n_a - la  # a crop of movie_len shots
+        labels.append(y)
+        anchors.append(a)
+    assert np.bincount(anchors, minlength=5).tolist() == [80] * 5  # every movie in turn
+    assert 0.4 < np.mean(labels) < 0.6
+    assert ds.pair(17) == ds.pair(17)  # a pure function of (seed, epoch, index)
+    ds.set_epoch(1)
+    assert [ds.pair(i) for i in range(20)] != [
+        MoviePairs(mem, ids, similar, 10, 0.5, 7, 400).pair(i) for i in range(20)
+    ]
+    batch = ds.__getitems__([0, 1, 2])
+    assert batch["video"].shape == (3, 10, DIMS["video"]) and batch["pair_similar"].shape == (3,)
+    model = m2s("stage=movie", "movie.movie_len=10", "movie.avg_kernel=2", "movie.avg_stride=2",
+                "movie.max_kernel=2", "movie.max_stride=2")  # fmt: skip
+    assert torch.isfinite(model(batch).loss)
+
+
+def test_scene_pairs_show_mined_scenes_both_ways_and_mixed_adds_split_windows():
+    from lmp_data import ShotWindows
+    from lmp_model.recipes.m2s_data import ScenePairs
+
+    mem = hand_store({"a": 12, "b": 9, "c": 14})
+    pairs = pl.DataFrame(
+        {
+            "movie_a": ["a", "a"],
+            "start_a": [0, 5],
+            "movie_b": ["b", "c"],
+            "start_b": [4, 10],
+            "score": [2.0, 1.0],
+        }
+    )
+    ds = ScenePairs(mem, pairs, scene_len=3, seed=1, length=40)
+    seen = set()
+    for i in range(40):
+        q, k, mined = ds.pair(i)
+        key = tuple(sorted([(mem.movie_ids[q[0]], q[1], q[2]), (mem.movie_ids[k[0]], k[1], k[2])]))
+        assert mined and key in {(("a", 0, 3), ("b", 4, 3)), (("a", 5, 3), ("c", 10, 3))}
+        seen.add(mem.movie_ids[q[0]])
+    assert seen == {"a", "b", "c"}  # both directions
+    b = ds.__getitems__([0, 1])
+    q, k, _ = ds.pair(0)
+    s0 = mem.shot_offsets[q[0]] + q[1]
+    np.testing.assert_allclose(b["video"][0].numpy(), mem.video[s0 : s0 + 3])
+    assert b["pair_shot_mask"].all()
+    model = m2s("scene.pairs=mined")
+    assert torch.isfinite(model(b).loss)
+    windows = ShotWindows(mem, 8, mode="train", seed=1, windows_per_epoch=40)
+    mixed = ScenePairs(mem, pairs, scene_len=3, seed=1, length=40, windows=windows, mined_frac=0.5)
+    kinds = [mixed.pair(i)[2] for i in range(40)]
+    assert 0 < sum(kinds) < 40
+    for i in [i for i, m in enumerate(kinds) if not m]:  # split: the window's halves
+        (mq, sq, lq), (mk, sk, lk), _ = mixed.pair(i)
+        m, st = (int(x[0]) for x in windows.locate([i]))
+        assert (mq, sq, mk, sk) == (m, st, m, st + 4) and lq == 4
+    assert torch.isfinite(m2s("scene.pairs=mixed")(mixed.__getitems__(list(range(8)))).loss)
+
+
+def test_train_data_mines_on_a_fresh_start_and_reuses_the_pairs_on_resume(tmp_path):
+    import dataclasses
+    import json
+
+    from lmp_data import ShotWindows
+    from lmp_model.recipes.m2s_data import PAIRS_FILE, MoviePairs, ScenePairs
+
+    @dataclasses.dataclass
+    class Data:  # what lmp_model.pretrain.data.TrainData holds and train_data reads
+        windows: object
+        movies: list
+
+    mem = hand_store({"a": 12, "b": 9, "c": 14, "d": 10}, genres=[["x"], ["x"], ["y"], ["y"]])
+    windows = ShotWindows(mem, 8, mode="train", seed=3)
+    data = Data(windows, ["a", "b", "c", "d"])
+    model = m2s("scene.pairs=mined", "mining.scene_len=3", "movie.per_movie=1")
+    out = model.train_data(data, run_dir=tmp_path, resumed=False)
+    assert isinstance(out.windows, ScenePairs) and len(out.windows) == len(windows)
+    pairs = pl.read_parquet(tmp_path / PAIRS_FILE)
+    assert set(zip(pairs["movie_a"], pairs["movie_b"])) == {("a", "b"), ("c", "d")}  # similar by genre
+    info = json.loads((tmp_path / "scene_pairs.json").read_text())
+    assert info["scene_pairs"] == pairs.height and info["similar_movie_pairs"] == 2
+    pl.DataFrame({c: pairs[c][:1] for c in pairs.columns}).write_parquet(tmp_path / PAIRS_FILE)
+    resumed = model.train_data(data, run_dir=tmp_path, resumed=True)  # the file wins on resume
+    assert len(resumed.windows.a) == 1
+    fresh = model.train_data(data, run_dir=tmp_path, resumed=False)  # a fresh start mines again
+    assert len(fresh.windows.a) == pairs.height
+    movie = m2s("stage=movie", "movie.per_movie=1").train_data(data, run_dir=tmp_path)
+    assert isinstance(movie.windows, MoviePairs)
+    assert m2s("stage=shot").train_data(data, run_dir=tmp_path) is data
+    with pytest.raises(ValueError, match="text"):
+        m2s("stage=movie", "modalities=[video,text]").train_data(data, run_dir=tmp_path)
+
+
 # ------------------------------------------------------------------------------ M2S: scene stage
 def test_moco_scene_stage_matches_a_loop_and_updates_key_encoder_and_queue():
     model = m2s("scene.pairs=mined")

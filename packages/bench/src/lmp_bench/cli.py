@@ -3,7 +3,7 @@
     lmp-bench lvu --model RUN_ID_OR_PATH|none|scratch --store CLIP_STORE --labels DIR
                   [--features v_ctx+a_ctx+v_cross_a] [--tasks relationship,scene] [--seeds 3]
                   [--probe linear|mlp] [--strict] [--k K] [--out results.parquet] [--set epochs=50]
-    lmp-bench transfer --model RUN_ID_OR_PATH|none --store CLIP_STORE --labels TRANSFER_DIR [...]
+    lmp-bench transfer --model RUN_ID_OR_PATH|none|base --store CLIP_STORE --labels TRANSFER_DIR [...]
     lmp-bench curve RUN_DIR --store CLIP_STORE --labels DIR [--tasks ...] [--seeds 3]
 
 Prints the table in the paper's layout, writes a Parquet file and logs an MLflow run linked to the
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transfer", help="transfer tasks: AVE attributes, ordering, next shot, retrieval")
     _common(tr)
     tr.add_argument("--tasks", default=None, help="comma-separated transfer tasks (default: all present)")
+    tr.add_argument(
+        "--features",
+        default=None,
+        help="per-shot features, '+'-joined (default: the model's own; LMP v_ctx+a_ctx)",
+    )
+    tr.add_argument("--samples-per-clip", type=int, default=4, help="ordering / next-shot samples per clip")
     tr.set_defaults(func=run_transfer)
     _curve_parser(sub)
     return parser
@@ -98,7 +104,7 @@ def _out_path(args, kind: str) -> Path:
 
 def _pretrain_run(args) -> str | None:
     model = _model_arg(args.model)
-    if model is None:
+    if model is None or (model == "base" and not Path(model).exists()):  # no model: no pretraining run
         return None
     return _resolve_model(model)[1].get("pretrain_run_id")
 
@@ -183,9 +189,12 @@ def run_transfer(args) -> int:
         tasks=args.tasks,
         seeds=args.seeds,
         probe=probe,
+        features=args.features,
         k=args.k,
         batch_size=args.batch_size,
         threads=args.threads,
+        model_config=_model_config(args),
+        samples_per_clip=args.samples_per_clip,
     )
     text = res.format()
     print(text)

@@ -5,17 +5,26 @@ Inputs under `labels_dir` (the demo writes them; bring real data in the same for
 - `descriptions.npz`: clip_id [n], offsets [n+1], tokens [T, Dl] (+ optional split [n]).
 The clip split comes from `shot_attributes.parquet`, else from the store manifest's `split` column.
 
-- AVE attributes: each shot's contextual feature (eval windows over its clip) -> one linear layer per
-  attribute; average per-class accuracy on test (Table 6), and the average over attributes.
+Any pretraining recipe (`lmp_model.recipes`: LMP, HSSL, M2S) is read through the feature interface
+`lmp-bench lvu` uses (`lmp_bench.features.model_features`: the recipe declares which named features its
+`encode` returns); `model="base"` reads the base features straight from the store (no model), `None` is
+the frozen random-init LMP. Per-shot features (`features`, default: the model's own, as for LVU; LMP
+`v_ctx+a_ctx`):
+- AVE attributes: each shot's feature (eval windows over its clip) -> one linear layer per attribute;
+  average per-class accuracy on test (Table 6), and the average over attributes.
 - Shot sequence ordering: 3 consecutive shots shown in the order `PERMUTATIONS[label]` (label drawn
-  uniformly, `samples_per_clip` per clip, seeded), encoded as one 3-shot window; the 3 contextual shot
-  features are concatenated; 6-way linear layer; accuracy (Table 7).
+  uniformly, `samples_per_clip` per clip, seeded), encoded as one 3-shot window; the 3 shot features
+  are concatenated; 6-way linear layer; accuracy (Table 7).
 - Next shot selection: a 9-shot run, shots 0-3 the context, shots 4-8 the candidates (true: shot 4);
   each candidate is encoded after the context as a 5-shot window, [mean context ; candidate] is scored
   by one linear layer with a softmax over the 5 candidates; accuracy (Table 7).
-- Zero-shot retrieval over the test clips: scene = clip-mean v_ctx, soundtrack = clip-mean a_ctx
-  (scene->soundtrack and back), description = mean l_ctx of its tokens encoded alone -> scene; cosine
-  similarity; R@1/5/10, median and mean rank (Tables 8, 9).
+- Zero-shot retrieval over the test clips needs features in one joint space (`RETRIEVAL_FEATURES`):
+  scene = clip-mean v_ctx, soundtrack = clip-mean a_ctx (scene->soundtrack and back), description =
+  mean l_ctx of its tokens encoded alone -> scene; cosine similarity; R@1/5/10, median and mean rank
+  (Tables 8, 9). A model without them (HSSL, M2S, base features) gets the task in `skipped` with the
+  reason ("n/a"), not an error.
+Features that do not read language (`lmp_bench.features.needs_text`) are encoded without the language
+tokens (same values, the language branch costs nothing).
 """
 
 from __future__ import annotations
@@ -31,8 +40,16 @@ import polars as pl
 import torch
 
 from lmp_bench import metrics
-from lmp_bench.api import _probe_cfg, open_store, random_model, resolve_model
-from lmp_bench.features import FEATURES, parse_features
+from lmp_bench.api import _probe_cfg, _window_k, open_store, random_model, resolve_model
+from lmp_bench.features import (
+    BASE_FEATURES,
+    FEATURES,
+    model_default_features,
+    model_features,
+    model_label,
+    needs_text,
+    parse_features,
+)
 from lmp_bench.probe import ProbeConfig, fit_probe, torch_threads
 from lmp_bench.results import write_parquet_atomic
 
@@ -42,6 +59,14 @@ PERMUTATIONS = list(itertools.permutations(range(3)))  # label i: shown order PE
 TRANSFER_TASKS = ("ave", "ordering", "next_shot", "retrieval")
 SHOT_FEATURES = tuple(f for f in FEATURES if f != "l_ctx")
 DEFAULT_SHOT_FEATURES = "v_ctx+a_ctx"
+"""LMP's per-shot features for the transfer tasks; another recipe's default is its own (as for LVU)."""
+RETRIEVAL_FEATURES = {"scene": "v_ctx", "soundtrack": "a_ctx", "description": "l_ctx"}
+"""The joint-space features zero-shot retrieval compares (LMP's inter-modal outputs)."""
+RETRIEVAL_TASKS = (
+    "retrieval/scene->soundtrack",
+    "retrieval/soundtrack->scene",
+    "retrieval/description->scene",
+)
 
 
 class TransferFormatError(ValueError):
@@ -120,16 +145,80 @@ def clip_splits(store, attributes: pl.DataFrame | None) -> dict[str, list[str]]:
     return {sp: sorted(t.filter(pl.col("split") == sp)["clip_id"].to_list()) for sp in SPLITS}
 
 
+# -- the model side -----------------------------------------------------------------------------------
+class BaseFeatures(torch.nn.Module):
+    """No model: the store's base features per shot (`model="base"`), the no-pretraining row's input."""
+
+    def __init__(self, k: int = 30, audio: bool = True):
+        super().__init__()
+        self.features = {"v_base": "shot_mask", **({"a_base": "shot_mask"} if audio else {})}
+        self.pretrained_meta = {"k": int(k), "pretrained": False}
+
+    def encode(self, batch: dict) -> dict[str, torch.Tensor]:
+        s = batch["shot_mask"].unsqueeze(-1).float()
+        out = {"v_base": batch["video"].float() * s, "shot_mask": batch["shot_mask"]}
+        if "a_base" in self.features:
+            out["a_base"] = batch["audio"].float() * s
+        return out
+
+
+def provided_features(model) -> dict[str, str]:
+    """{feature: mask key} the model's `encode` returns (the recipe's declaration; base: v_base, a_base)."""
+    return dict(model.features) if isinstance(model, BaseFeatures) else model_features(model)
+
+
+def _label(model) -> str:
+    return "base features" if isinstance(model, BaseFeatures) else model_label(model)
+
+
+def transfer_features(model, features: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The per-shot features the tasks read: `features`, or the model's own default (LMP: v_ctx+a_ctx,
+    another recipe: its `default_features`, base: v_base+a_base); checked against what it provides."""
+    have = provided_features(model)
+    if features is None:
+        if isinstance(model, BaseFeatures):
+            features = "+".join(n for n in BASE_FEATURES if n in have)
+        elif all(n in have for n in parse_features(DEFAULT_SHOT_FEATURES)) and "l_ctx" in have:
+            features = DEFAULT_SHOT_FEATURES  # LMP
+        else:
+            features = model_default_features(model)
+    names = parse_features(features)
+    if "l_ctx" in names:
+        raise ValueError("transfer features are per shot; l_ctx (per token) is not one (use l_shot)")
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ValueError(
+            f"features {missing} are not provided by the {_label(model)} model (it provides {'+'.join(have)})"
+        )
+    return names
+
+
+def retrieval_unavailable(model) -> str | None:
+    """Why zero-shot retrieval cannot run on this model (None: it can): it needs scene, soundtrack and
+    description features in one space (`RETRIEVAL_FEATURES`)."""
+    have = provided_features(model)
+    missing = [f for f in RETRIEVAL_FEATURES.values() if f not in have]
+    if not missing:
+        return None
+    if isinstance(model, BaseFeatures):
+        return "n/a: base features of video, audio and language live in different encoder spaces"
+    return (
+        f"n/a: the {_label(model)} model provides no {'/'.join(missing)} (zero-shot retrieval needs "
+        f"{'+'.join(RETRIEVAL_FEATURES.values())} in one space)"
+    )
+
+
 # -- batches of arbitrary shot sequences ---------------------------------------------------------------
-def shots_batch(mem, seqs: Sequence[tuple[str, Sequence[int]]]) -> dict:
+def shots_batch(mem, seqs: Sequence[tuple[str, Sequence[int]]], text: bool = True) -> dict:
     """A window batch (lmp_data.batch) whose window i shows the shots `seqs[i][1]` of clip `seqs[i][0]`
-    in that order, with the language tokens overlapping them and their token->shot membership."""
+    in that order, with the language tokens overlapping them and their token->shot membership
+    (`text=False`: no tokens, T = 0, for features that do not read language)."""
     from lmp_data.windows import overlaps
 
     k = max(len(s) for _, s in seqs)
     n = len(seqs)
     d = mem.dims
-    video, audio = torch.zeros(n, k, d["video"]), torch.zeros(n, k, d["audio"])
+    video, audio = torch.zeros(n, k, d["video"]), torch.zeros(n, k, d.get("audio", 0))
     mask = torch.zeros(n, k, dtype=torch.bool)
     toks, members = [], []
     for i, (clip, shots) in enumerate(seqs):
@@ -142,6 +231,8 @@ def shots_batch(mem, seqs: Sequence[tuple[str, Sequence[int]]]) -> dict:
         video[i, : len(idx)] = torch.from_numpy(np.asarray(mv["video"][idx], np.float32))
         audio[i, : len(idx)] = torch.from_numpy(np.asarray(mv["audio"][idx], np.float32))
         mask[i, : len(idx)] = True
+        if not text:
+            continue
         sp, spans = mv["shots"][idx], mv["text_spans"]
         member = overlaps(spans[:, None, 0], spans[:, None, 1], sp[None, :, 0], sp[None, :, 1])  # [T, len]
         keep = member.any(1)
@@ -149,27 +240,39 @@ def shots_batch(mem, seqs: Sequence[tuple[str, Sequence[int]]]) -> dict:
         m = np.zeros((int(keep.sum()), k), bool)
         m[:, : len(idx)] = member[keep]
         members.append(m)
-    t = max(1, max(len(x) for x in toks))
-    text = torch.zeros(n, t, d["text"])
+    t = max(1, max(len(x) for x in toks)) if text else 0
+    text_t = torch.zeros(n, t, d.get("text", 0))
     text_mask = torch.zeros(n, t, dtype=torch.bool)
     token_shot = torch.zeros(n, t, k, dtype=torch.bool)
     for i, (x, m) in enumerate(zip(toks, members)):
-        text[i, : len(x)] = torch.from_numpy(x)
+        text_t[i, : len(x)] = torch.from_numpy(x)
         text_mask[i, : len(x)] = True
         token_shot[i, : len(x)] = torch.from_numpy(m)
     return {
-        "video": video, "audio": audio, "shot_mask": mask, "text": text, "text_mask": text_mask,
+        "video": video, "audio": audio, "shot_mask": mask, "text": text_t, "text_mask": text_mask,
         "token_shot": token_shot, "start": torch.zeros(n, dtype=torch.int64), "movie": [c for c, _ in seqs],
     }  # fmt: skip
+
+
+def _no_text(batch: dict) -> dict:
+    """The batch without its language tokens (T = 0), as `lmp_bench.features` encodes text-free features."""
+    return batch | {f: batch[f][:, :0] for f in ("text", "text_mask", "token_shot")}
+
+
+def _encode(model, batch: dict, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """([N, k, sum of widths] the concatenated `names`, [N, k] shot mask) of one batch."""
+    enc = model.encode(batch)
+    f = torch.cat([enc[n].float() for n in names], dim=-1).cpu().numpy()
+    return f, enc["shot_mask"].cpu().numpy()
 
 
 @torch.no_grad()
 def encode_sequences(model, mem, seqs, names: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """[len(seqs), k, D] per-shot features (concatenated `names`) of arbitrary shot sequences."""
+    text = needs_text(names, None if isinstance(model, BaseFeatures) else model)
     out = []
     for lo in range(0, len(seqs), batch_size):
-        enc = model.encode(shots_batch(mem, seqs[lo : lo + batch_size]))
-        out.append(torch.cat([enc[n].float() for n in names], dim=-1).cpu().numpy())
+        out.append(_encode(model, shots_batch(mem, seqs[lo : lo + batch_size], text=text), names)[0])
     return np.concatenate(out, axis=0)
 
 
@@ -177,15 +280,15 @@ def shot_features(model, mem, clip_ids, names, k: int, batch_size: int = 64) -> 
     """Per-shot features [n_shots, D] of each clip from eval windows of k shots (overlaps averaged)."""
     from lmp_data import ShotWindows
 
+    text = needs_text(names, None if isinstance(model, BaseFeatures) else model)
     ds = ShotWindows(mem, k, mode="eval", movies=list(clip_ids))
     wm, ws = ds.locate(np.arange(len(ds)))
     so = mem.shot_offsets
     acc, cnt = None, np.zeros(int(so[-1]))
     for lo in range(0, len(ds), batch_size):
         idx = np.arange(lo, min(lo + batch_size, len(ds)))
-        enc = model.encode(ds.__getitems__(list(idx)))
-        f = torch.cat([enc[n].float() for n in names], -1).cpu().numpy()
-        valid = enc["shot_mask"].cpu().numpy()
+        batch = ds.__getitems__(list(idx))
+        f, valid = _encode(model, batch if text else _no_text(batch), names)
         if acc is None:
             acc = np.zeros((int(so[-1]), f.shape[-1]))
         g = so[wm[idx]][:, None] + ws[idx][:, None] + np.arange(ds.k)[None, :]
@@ -205,9 +308,7 @@ def _probe_rows(task, x, y, kind, n_out, probe, seeds, metric="accuracy") -> lis
     return rows
 
 
-def _ave(model, mem, attrs_df, attrs, splits, names, k, probe, seeds, batch_size) -> list[dict]:
-    clips = [c for sp in SPLITS for c in splits[sp]]
-    feats = shot_features(model, mem, clips, names, k, batch_size)
+def _ave(feats, attrs_df, attrs, probe, seeds) -> list[dict]:
     x, df = {}, {}
     for sp in SPLITS:
         df[sp] = attrs_df.filter(pl.col("split") == sp)
@@ -270,11 +371,31 @@ def _retrieval_rows(task: str, sim: np.ndarray, gt=None) -> list[dict]:
     ]
 
 
-def _retrieval(model, mem, root: Path, pool: list[str], k, batch_size) -> tuple[list[dict], dict[str, str]]:
-    d = model.cfg.d
-    feats = shot_features(model, mem, pool, ("v_ctx", "a_ctx"), k, batch_size)
-    v = np.stack([feats[c][:, :d].mean(0) for c in pool])
-    a = np.stack([feats[c][:, d:].mean(0) for c in pool])
+def _describe(model, mem, desc: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Mean l_ctx of each description's tokens, encoded alone (batched, padded, one empty shot each)."""
+    out = []
+    for lo in range(0, len(desc), batch_size):
+        part = desc[lo : lo + batch_size]
+        n, t = len(part), max(len(x) for x in part)
+        text = torch.zeros(n, t, mem.dims["text"])
+        text_mask = torch.zeros(n, t, dtype=torch.bool)
+        for i, x in enumerate(part):
+            text[i, : len(x)] = torch.from_numpy(x)
+            text_mask[i, : len(x)] = True
+        batch = {"video": torch.zeros(n, 1, mem.dims["video"]), "audio": torch.zeros(n, 1, mem.dims.get("audio", 0)),
+                 "shot_mask": torch.ones(n, 1, dtype=torch.bool), "text": text, "text_mask": text_mask,
+                 "token_shot": text_mask.unsqueeze(-1).clone()}  # fmt: skip
+        l_ctx = model.encode(batch)["l_ctx"].float()
+        w = text_mask.unsqueeze(-1).float()
+        out.append(((l_ctx * w).sum(1) / w.sum(1).clamp_min(1.0)).numpy())
+    return np.concatenate(out, axis=0)
+
+
+def _retrieval(model, mem, root: Path, pool: list[str], scene, sound) -> tuple[list[dict], dict[str, str]]:
+    """`scene` / `sound`: {clip: [n_shots, D]} per-shot scene (v_ctx) and soundtrack (a_ctx) features of
+    the test clips `pool`; clip-means are compared."""
+    v = np.stack([scene[c].mean(0) for c in pool])
+    a = np.stack([sound[c].mean(0) for c in pool])
     sim = _unit(v) @ _unit(a).T
     rows = _retrieval_rows("retrieval/scene->soundtrack", sim) + _retrieval_rows(
         "retrieval/soundtrack->scene", sim.T
@@ -296,18 +417,11 @@ def _retrieval(model, mem, root: Path, pool: list[str], k, batch_size) -> tuple[
         )
     row = {c: i for i, c in enumerate(pool)}
     keep = [i for i, c in enumerate(ids) if c in row and off[i + 1] > off[i]]
-    desc = []
-    for i in keep:
-        t = torch.from_numpy(tok[off[i] : off[i + 1]])[None]
-        batch = {"video": torch.zeros(1, 1, mem.dims["video"]), "audio": torch.zeros(1, 1, mem.dims["audio"]),
-                 "shot_mask": torch.ones(1, 1, dtype=torch.bool), "text": t,
-                 "text_mask": torch.ones(1, t.shape[1], dtype=torch.bool),
-                 "token_shot": torch.ones(1, t.shape[1], 1, dtype=torch.bool)}  # fmt: skip
-        desc.append(model.encode(batch)["l_ctx"][0].mean(0).float().numpy())
-    if not desc:
+    if not keep:
         skipped["retrieval/description->scene"] = "no description of a test clip"
         return rows, skipped
-    sim = _unit(np.stack(desc)) @ _unit(v).T
+    desc = _describe(model, mem, [tok[off[i] : off[i + 1]] for i in keep], 64)
+    sim = _unit(desc) @ _unit(v).T
     rows += _retrieval_rows("retrieval/description->scene", sim, [row[ids[i]] for i in keep])
     return rows, skipped
 
@@ -319,24 +433,26 @@ def evaluate_transfer(
     tasks: str | Sequence[str] | None = None,
     seeds: int | Sequence[int] = 3,
     probe: str | ProbeConfig | None = "linear",
-    features: str = DEFAULT_SHOT_FEATURES,
+    features: str | Sequence[str] | None = None,
     *,
     k: int | None = None,
     batch_size: int = 64,
     threads: int = 1,
     model_config=None,
+    init_seed: int = 0,
     samples_per_clip: int = 4,
     sample_seed: int = 0,
 ) -> TransferResult:
     """Run the transfer tasks (all, or `tasks`); see the module docstring.
 
-    model: an LMP / export folder / MLflow run, or None (a frozen random-init LMP). features: per-shot
-    features for AVE, ordering and next shot (not l_ctx); retrieval uses v_ctx, a_ctx and l_ctx.
-    samples_per_clip / sample_seed: how many ordering / next-shot samples are drawn per clip, and their seed.
+    model: a model of any recipe / export folder / MLflow run, None (a frozen random-init LMP of
+    `model_config`, seeded `init_seed`) or "base" (the store's base features, no model). features: the
+    per-shot features of AVE, ordering and next shot (not l_ctx); None: the model's own (LMP v_ctx+a_ctx,
+    HSSL v_ctx, M2S v_scene, base v_base+a_base). Retrieval reads v_ctx, a_ctx and l_ctx; a model without
+    them has the retrieval tasks in `skipped` ("n/a: ..."). k: eval window length (default the model's
+    pretraining k, else 30). samples_per_clip / sample_seed: how many ordering / next-shot samples are
+    drawn per clip, and their seed.
     """
-    names = parse_features(features)
-    if "l_ctx" in names:
-        raise ValueError("transfer features are per shot; l_ctx (per token) is not one (use l_shot)")
     if tasks is None:
         wanted = list(TRANSFER_TASKS)
     else:
@@ -348,8 +464,17 @@ def evaluate_transfer(
     if not root.is_dir():
         raise FileNotFoundError(f"transfer labels folder not found: {root}")
     store = open_store(eval_store)
-    lmp, info = (random_model(store, model_config), {}) if model is None else resolve_model(model)
-    kk = int(k or min(info.get("k") or 30, lmp.cfg.max_shots))
+    if isinstance(model, str) and model == "base" and not Path(model).exists():
+        lmp, info = BaseFeatures(k or 30, audio="audio" in store.dims), {}
+    elif model is None:
+        lmp, info = random_model(store, model_config, seed=init_seed, k=k), {}
+    else:
+        lmp, info = resolve_model(model)
+        from lmp_model.export import check_store_encoders
+
+        check_store_encoders(lmp, store.encoders)
+    names = transfer_features(lmp, features)
+    kk = _window_k(lmp, k, info.get("k"))
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     pcfg = _probe_cfg(probe)
     attr_path = root / "shot_attributes.parquet"
@@ -365,23 +490,38 @@ def evaluate_transfer(
     rng = np.random.default_rng(sample_seed)
     rows: list[dict] = []
     skipped: dict[str, str] = {}
+    if "ave" in wanted and attrs_df is None:
+        skipped["ave"] = f"no {attr_path}"
+    no_retrieval = retrieval_unavailable(lmp) if "retrieval" in wanted else None
+    if no_retrieval:
+        skipped.update(dict.fromkeys(RETRIEVAL_TASKS, no_retrieval))
+    do_ave = "ave" in wanted and attrs_df is not None
+    do_retrieval = "retrieval" in wanted and not no_retrieval
     was_training = lmp.training
     lmp.eval()
     try:
         with torch_threads(threads), torch.no_grad():
-            if "ave" in wanted:
-                if attrs_df is None:
-                    skipped["ave"] = f"no {attr_path}"
-                else:
-                    rows += _ave(lmp, mem, attrs_df, attrs, splits, names, kk, pcfg, seed_list, batch_size)
+            if do_ave or do_retrieval:  # one pass over the clips' eval windows serves both
+                ret = (RETRIEVAL_FEATURES["scene"], RETRIEVAL_FEATURES["soundtrack"]) if do_retrieval else ()
+                both = tuple(names) + tuple(n for n in ret if n not in names)
+                clips = wanted_clips if do_ave else splits["test"]
+                per_shot = shot_features(lmp, mem, clips, both, kk, batch_size)
+                widths = _widths(lmp, mem, both)
+                if do_ave:
+                    cols = _columns(both, widths, names)
+                    feats = {c: f[:, cols] for c, f in per_shot.items()}
+                    rows += _ave(feats, attrs_df, attrs, pcfg, seed_list)
             if "ordering" in wanted:
                 rows += _ordering(lmp, mem, splits, names, pcfg, seed_list, batch_size, samples_per_clip, rng)
             if "next_shot" in wanted:
                 rows += _next_shot(
                     lmp, mem, splits, names, pcfg, seed_list, batch_size, samples_per_clip, rng
                 )
-            if "retrieval" in wanted:
-                r, sk = _retrieval(lmp, mem, root, splits["test"], kk, batch_size)
+            if do_retrieval:
+                test = splits["test"]
+                cv, ca = (_columns(both, widths, [n]) for n in ret)
+                scene = {c: per_shot[c][:, cv] for c in test}
+                r, sk = _retrieval(lmp, mem, root, test, scene, {c: per_shot[c][:, ca] for c in test})
                 rows += r
                 skipped.update(sk)
     finally:
@@ -390,3 +530,20 @@ def evaluate_transfer(
         log.warning("transfer %s skipped: %s", t, why)
     schema = {"task": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64}
     return TransferResult(pl.DataFrame(rows, schema=schema), skipped)
+
+
+def _widths(model, mem, names: Sequence[str]) -> dict[str, int]:
+    """Width of each feature, from one 1-shot window of the first clip."""
+    first = mem.movie_ids[0]
+    text = needs_text(names, None if isinstance(model, BaseFeatures) else model)
+    enc = model.encode(shots_batch(mem, [(first, [0])], text=text))
+    return {n: int(enc[n].shape[-1]) for n in names}
+
+
+def _columns(order: Sequence[str], widths: dict[str, int], pick: Sequence[str]) -> np.ndarray:
+    """Column indices of the features `pick` in a concatenation of `order`."""
+    start, cols = 0, {}
+    for n in order:
+        cols[n] = np.arange(start, start + widths[n])
+        start += widths[n]
+    return np.concatenate([cols[n] for n in pick])

@@ -196,10 +196,8 @@ def validate(cfg: PretrainConfig) -> None:
         (d.gather in ("host", "device"), "data.gather", f"host or device, got {d.gather!r}"),
         (_safe_name(cfg.name), "name", f"letters, digits, '.', '_', '-' (a folder name), got {cfg.name!r}"),
         (bool(cfg.mlflow.experiment), "mlflow.experiment", "a non-empty name"),
-        (cfg.recipe != "m2s" or cfg.m2s.stage != "movie", "m2s.stage",
-         "'shot' or 'scene': stage 'movie' needs movie-pair batches, which the window loader does not make yet"),
-        (cfg.recipe != "m2s" or cfg.m2s.stage != "scene" or cfg.m2s.scene.pairs == "split", "m2s.scene.pairs",
-         "'split': 'mined' needs mined scene pairs in the batches, which the window loader does not make yet"),
+        (cfg.recipe != "m2s" or cfg.m2s.scene.pairs == "split" or cfg.m2s.mining.scene_len <= cfg.m2s.max_shots,
+         "m2s.mining.scene_len", f"<= m2s.max_shots={cfg.m2s.max_shots} (mined scenes go through E_scene), got {cfg.m2s.mining.scene_len}"),
     ]  # fmt: skip
     for ok, key, expected in checks:
         if not ok:

@@ -249,6 +249,10 @@ class _Trainer:
             from lmp_model.recipes.init import init_from_export
 
             init_from_export(model, t.init_from, cfg.recipe, data.encoders)
+        recipe_data = getattr(model, "train_data", None)  # a recipe stage that trains on other items than
+        if callable(recipe_data):  # windows (M2S: movie pairs, mined scene pairs); an epoch keeps its length
+            data = recipe_data(data, run_dir=self.run_dir, is_main=ctx.is_main, barrier=self.barrier,
+                               resumed=resume_tag is not None)  # fmt: skip
         bf16 = self.bf16 = _bf16(t.bf16, ctx.device)
         groups = [g for g in param_groups(model, t.weight_decay, t.decay_norm_and_bias) if g["params"]]
         engine, _, _, scheduler = deepspeed.initialize(

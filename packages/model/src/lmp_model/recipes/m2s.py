@@ -18,7 +18,10 @@ The paper's four steps on our store (frozen base features per shot stand in for 
 3. Scene pairs (supplement 3a, 1.1c): for a similar movie pair, B from the hidden layer of E_movie (before
    its last FC) with 9x9 windows, stride 1; entries are visited from the most similar, within the top 50 %,
    and a pair is kept when neither scene overlaps one already kept (`mine_scene_pairs`, `mine_movie_pair`).
-   This runs offline between stages (it needs whole movies, not window batches).
+   This runs offline between stages, once over all similar movie pairs (it needs whole movies, not window
+   batches): `lmp_model.recipes.m2s_data.mine_pairs`, at the start of a scene-stage run from the weights
+   it starts from (`train.init_from`: the movie stage's export), kept as `<run dir>/scene_pairs.parquet`
+   (the P_scene of the paper; reused on --resume; `scene.pairs_file` supplies one instead).
 4. Scene contrastive (Sec. 3.2), stage "scene": MoCo [He et al.] with a transformer scene encoder E_scene
    over the shots' base features plus a [CLS] token (variable length through the padding mask and relative
    position bias, where the paper interpolates ViT position embeddings), an FC head to 128-d, a momentum
@@ -26,12 +29,17 @@ The paper's four steps on our store (frozen base features per shot stand in for 
    encoder's momentum update runs at the start of each training forward (MoCo's code), i.e. per
    micro-batch under gradient accumulation. E_scene's [CLS] output (without the FC) is the representation.
 
-Extra batch fields (the window loader does not make them; a pair sampler must):
+Extra batch fields (the window loader does not make them; `lmp_model.recipes.m2s_data` does, and
+`M2S.train_data` swaps them in for `lmp-pretrain`'s windows):
 - stage "movie": the window batch holds movie x1 (video [P, L, Dv], shot_mask [P, L]: k = movie length),
   plus `pair_video` [P, L', Dv], `pair_shot_mask` [P, L'] (movie x2; `pair_audio` etc. when
-  `modalities` has them) and `pair_similar` [P] (1: similar movies by S, 0: not).
-- stage "scene" with `scene.pairs` "mined": the window (k = 9 shots, paper) is the query scene q,
-  `pair_video` [N, k', Dv] and `pair_shot_mask` [N, k'] its mined positive key scene k0.
+  `modalities` has them) and `pair_similar` [P] (1: similar movies by S, 0: not). `MoviePairs`: each
+  movie of the run in turn with a similar one (probability `movie.positive_frac`) or a dissimilar one.
+- stage "scene" with `scene.pairs` "mined" (the paper's, default): the window (k = 9 shots, paper) is
+  the query scene q, `pair_video` [N, k', Dv] and `pair_shot_mask` [N, k'] its mined positive key scene
+  k0 (`ScenePairs`: a mined pair in a random direction). "mixed": a fraction `scene.mined_frac` of the
+  items are mined pairs, the rest split windows (below) in the same pair_* fields: the mined positives
+  in addition to the split ones.
   `scene.pairs` "split" needs no extra field: q = the first half of the window, k0 = the second half
   (neighbouring scenes of one movie, no metadata: a fallback for smoke runs, not the paper).
 Only the current stage's modules train (the others get requires_grad False); every stage's modules are
@@ -61,6 +69,7 @@ from lmp_model.recipes.base import Recipe, check_dims, present_modalities, shot_
 from lmp_model.recipes.queue import FeatureQueue, queue_info_nce
 
 STAGES = ("shot", "movie", "scene")
+SCENE_PAIRS = ("mined", "split", "mixed")
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -87,6 +96,17 @@ class MovieStageConfig:
     avg_stride: int = 8
     max_kernel: int = 16
     max_stride: int = 8
+    similarity: dict[str, float] = field(
+        default_factory=lambda: {"genres": 1.0, "year": 1.0, "director": 1.0, "writer": 1.0, "synopsis": 1.0}
+    )
+    """Manifest columns of the movie similarity S and their weights (`movie_similarity`); columns the
+    manifest lacks are skipped. Only the training movies' own metadata is read (never evaluation labels)."""
+    year_scale: float = 10.0
+    """Numeric columns: similarity exp(-|a - b| / year_scale)."""
+    per_movie: int = 3
+    """Similar movies per movie (paper: "three most similar movies on average"; `similar_movies`)."""
+    positive_frac: float = 0.5
+    """Share of similar pairs among the movie stage's pairs (the paper does not say; balanced)."""
 
 
 @dataclass
@@ -112,7 +132,13 @@ class SceneStageConfig:
     momentum: float = 0.999
     temperature: float = 0.07
     pairs: str = "mined"
-    """"mined": key scene from the batch's pair_* fields; "split": the window's two halves."""
+    """"mined" (paper): key scene from the batch's pair_* fields, a mined pair; "split": the window's two
+    halves; "mixed": pair_* fields holding mined pairs (share `mined_frac`) and split windows."""
+    mined_frac: float = 0.5
+    """"mixed" only: the share of mined pairs."""
+    pairs_file: str = ""
+    """Mined scene pairs (Parquet, `m2s_data.PAIR_COLUMNS`); empty: mine them at the start of the run
+    from its initial weights (`train.init_from`, the movie stage's export) into the run folder."""
 
 
 @dataclass
@@ -137,7 +163,9 @@ class M2SConfig:
             (0.0 <= mv.dropout < 1.0, "movie.dropout", f"in [0, 1), got {mv.dropout}"),
             (mi.scene_len >= 1 and mi.stride >= 1 and 0 < mi.top_frac <= 1, "mining", "scene_len, stride >= 1 and top_frac in (0, 1]"),
             (sc.dim >= 1 and sc.queue_size >= 1 and 0 <= sc.momentum <= 1 and sc.temperature > 0, "scene", "dim, queue_size >= 1, momentum in [0, 1], temperature > 0"),
-            (sc.pairs in ("mined", "split"), "scene.pairs", f"'mined' or 'split', got {sc.pairs!r}"),
+            (sc.pairs in SCENE_PAIRS, "scene.pairs", f"one of {SCENE_PAIRS}, got {sc.pairs!r}"),
+            (0.0 <= sc.mined_frac <= 1.0, "scene.mined_frac", f"in [0, 1], got {sc.mined_frac}"),
+            (mv.per_movie >= 1 and 0.0 <= mv.positive_frac <= 1.0 and mv.year_scale > 0, "movie", "per_movie >= 1, positive_frac in [0, 1], year_scale > 0"),
             (sc.encoder.d % sc.encoder.heads == 0, "scene.encoder.heads", f"a divisor of d={sc.encoder.d}"),
             (self.max_shots >= 1, "max_shots", f">= 1, got {self.max_shots}"),
         ]  # fmt: skip
@@ -276,6 +304,28 @@ def scene_adjacency(
     return torch.where(valid, total / count.clamp(min=1e-12), torch.zeros_like(total)), valid
 
 
+def padded_scene_adjacency(
+    a: Tensor, mask1: Tensor, mask2: Tensor, length: int, kernel: int, stride: int
+) -> tuple[Tensor, Tensor]:
+    """`scene_adjacency` of `a` [P, u, v] zero-padded (masks False) to [P, length, length], computed on the
+    part of the padded map that windows starting on a real row / column read; the windows that start in
+    the padding are B = 0, not valid, as `scene_adjacency` on the whole padded map gives them."""
+    k = min(kernel, length)
+    side = (length - k) // stride + 1  # windows per side of the whole padded map
+
+    def cover(n: int) -> tuple[int, int]:  # (rows to materialise, windows that start on a real row)
+        windows = min(side, max(0, n - 1) // stride + 1)
+        return min(length, (windows - 1) * stride + k), windows
+
+    (r1, w1), (r2, w2) = cover(a.shape[1]), cover(a.shape[2])
+    a = F.pad(a[:, :r1, :r2], (0, max(0, r2 - a.shape[2]), 0, max(0, r1 - a.shape[1])))
+    mask1 = F.pad(mask1[:, :r1], (0, max(0, r1 - mask1.shape[1])), value=False)
+    mask2 = F.pad(mask2[:, :r2], (0, max(0, r2 - mask2.shape[1])), value=False)
+    b, valid = scene_adjacency(a, mask1, mask2, k, stride)
+    b, valid = b[:, :w1, :w2], valid[:, :w1, :w2]
+    return F.pad(b, (0, side - w2, 0, side - w1)), F.pad(valid, (0, side - w2, 0, side - w1), value=False)
+
+
 def max_pool_scenes(b: Tensor, valid: Tensor, kernel: int, stride: int) -> Tensor:
     """V: max of B over each kernel x kernel window (valid entries only; an all-invalid window -> 0),
     flattened: [P, m, n] -> [P, m' * n']."""
@@ -309,24 +359,29 @@ def mine_scene_pairs(
     Entries are visited from the highest; only the top `top_frac` of all m * n entries are considered. An
     entry (i, j) is kept unless scene i of movie 1 or scene j of movie 2 is already used: with
     `non_overlapping`, "used" means its shots [i*stride, i*stride + scene_len) overlap a kept scene's;
-    otherwise the same index. Returns [(i, j, B[i, j])] in the order kept."""
+    otherwise the same index. Returns [(i, j, B[i, j])] in the order kept.
+
+    Computed as repeated argmax over the entries still available (rows and columns of kept scenes
+    blocked), which keeps exactly what the visit in sorted order keeps (ties: the lower flat index first,
+    like a stable sort) in O(kept * m * n) instead of a Python loop over half of all entries."""
     arr = b.detach().cpu().double().numpy() if isinstance(b, Tensor) else np.asarray(b, dtype=np.float64)
     m, n = arr.shape
     if m == 0 or n == 0:
         return []
     order = np.argsort(-arr, axis=None, kind="stable")[: math.ceil(top_frac * m * n)]
     reach = (scene_len + stride - 1) // stride - 1 if non_overlapping else 0  # index distance that overlaps
-    used1, used2 = np.zeros(m, dtype=bool), np.zeros(n, dtype=bool)
+    cur = np.full(m * n, -np.inf)
+    cur[order] = arr.reshape(-1)[order]
+    cur = cur.reshape(m, n)
     kept = []
-    for flat in order:
-        i, j = divmod(int(flat), n)
-        if used1[i] or used2[j]:
-            continue
-        kept.append((i, j, float(arr[i, j])))
-        used1[max(0, i - reach) : i + reach + 1] = True
-        used2[max(0, j - reach) : j + reach + 1] = True
-        if used1.all() or used2.all():
+    while True:
+        flat = int(np.argmax(cur))
+        i, j = divmod(flat, n)
+        if not cur[i, j] > -np.inf:
             break
+        kept.append((i, j, float(arr[i, j])))
+        cur[max(0, i - reach) : i + reach + 1, :] = -np.inf
+        cur[:, max(0, j - reach) : j + reach + 1] = -np.inf
     return kept
 
 
@@ -404,12 +459,15 @@ class M2S(Recipe):
     def movie_logit(self, x1: Tensor, m1: Tensor, x2: Tensor, m2: Tensor) -> Tensor:
         """L_output(V) for movie pairs: x [P, L, D_in] base features, m [P, L] -> [P] logits."""
         mv = self.cfg.movie
-        x1, m1 = _fit(x1, m1, mv.movie_len)
-        x2, m2 = _fit(x2, m2, mv.movie_len)
+        x1, m1 = x1[:, : mv.movie_len], m1[:, : mv.movie_len]  # cut to movie_len shots (paper) ...
+        x2, m2 = x2[:, : mv.movie_len], m2[:, : mv.movie_len]
         with torch.no_grad():
             s1, s2 = self.shot_encoder(x1), self.shot_encoder(x2)
         a = shot_adjacency(self.movie_encoder(s1), self.movie_encoder(s2))
-        b, valid = scene_adjacency(a, m1, m2, mv.avg_kernel, mv.avg_stride)
+        # ... and zero-padded to movie_len after the encoders. Padding is masked out of the pooling, so only
+        # the rows / columns that windows over real shots read are materialised; windows of padding alone
+        # are B = 0, not valid, as on the full movie_len x movie_len map (same result, a fraction of the cost)
+        b, valid = padded_scene_adjacency(a, m1, m2, mv.movie_len, mv.avg_kernel, mv.avg_stride)
         return self.output(max_pool_scenes(b, valid, mv.max_kernel, mv.max_stride)).squeeze(-1)
 
     @torch.no_grad()
@@ -442,8 +500,8 @@ class M2S(Recipe):
             ]
             if missing:
                 raise ValueError(
-                    f"M2S stage 'scene' (scene.pairs='mined'): batch lacks {missing}: the key scene of each "
-                    "window's mined pair (see lmp_model.recipes.m2s); scene.pairs='split' needs none"
+                    f"M2S stage 'scene' (scene.pairs={self.cfg.scene.pairs!r}): batch lacks {missing}: the key "
+                    "scene of each window's mined pair (see lmp_model.recipes.m2s); scene.pairs='split' needs none"
                 )
             (xq, mq), (xk, mk) = (x, mask), self._shots(batch, "pair_")
         keep = mq.any(1) & mk.any(1)
@@ -483,6 +541,14 @@ class M2S(Recipe):
             self.queue.enqueue(F.normalize(k.float(), dim=-1))
         return LMPOutput(loss, {"scene/moco": loss}, {"scene/moco": chance})
 
+    def train_data(self, data: Any, **kw: Any) -> Any:
+        """What `lmp-pretrain` trains this stage on: its windows (`data`, lmp_model.pretrain.data's
+        TrainData) for stage "shot" and split scene pairs; movie pairs for stage "movie"; mined scene pairs
+        for "mined" / "mixed" (mined here on first use). See `lmp_model.recipes.m2s_data.train_data`."""
+        from lmp_model.recipes.m2s_data import train_data
+
+        return train_data(self, data, **kw)
+
     # ------------------------------------------------------------------------------------ features
     def encode(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """v_shot [N,k,dim], v_movie [N,k,hidden], v_scene [N,k,d] (the window's [CLS], per shot),
@@ -503,30 +569,33 @@ class M2S(Recipe):
         return out
 
 
-def _fit(x: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """Cut or zero-pad [P, L, D] / [P, L] to `length` shots (the paper's fixed movie length)."""
-    if x.shape[1] >= length:
-        return x[:, :length], mask[:, :length]
-    pad = length - x.shape[1]
-    return F.pad(x, (0, 0, 0, pad)), F.pad(mask, (0, pad), value=False)
+@torch.no_grad()
+def movie_hidden(model: M2S, movie: Tensor) -> Tensor:
+    """E_movie's hidden features (before its last FC, the supplement's mining space) of one movie's shots:
+    [U, D_in] base features -> [U, hidden], in eval mode (no dropout)."""
+    was = model.training
+    model.eval()
+    try:
+        x = movie.to(model.device, model.output.weight.dtype)
+        return model.movie_features(model.shot_encoder(x), hidden=True)
+    finally:
+        model.train(was)
+
+
+def mine_hidden_pair(e1: Tensor, e2: Tensor, mining: MiningConfig) -> list[tuple[int, int, float]]:
+    """Step 3 on two movies' hidden features e1 [U, d], e2 [V, d]: A = e1 e2^T, B = mean over each
+    scene_len x scene_len window (stride `mining.stride`), greedy pairs (`mine_scene_pairs`) ->
+    [(first shot in movie 1, first shot in movie 2, score)]."""
+    a = shot_adjacency(e1[None].float(), e2[None].float())
+    ones1 = torch.ones(1, e1.shape[0], dtype=torch.bool, device=a.device)
+    ones2 = torch.ones(1, e2.shape[0], dtype=torch.bool, device=a.device)
+    b, _ = scene_adjacency(a, ones1, ones2, mining.scene_len, mining.stride)
+    pairs = mine_scene_pairs(b[0], mining.top_frac, mining.scene_len, mining.stride, mining.non_overlapping)
+    return [(i * mining.stride, j * mining.stride, sc) for i, j, sc in pairs]
 
 
 @torch.no_grad()
 def mine_movie_pair(model: M2S, movie1: Tensor, movie2: Tensor) -> list[tuple[int, int, float]]:
     """Scene pairs of one similar movie pair (step 3): movie1 [U, D_in], movie2 [V, D_in] base features
     (all shots, no length limit) -> [(first shot in movie1, first shot in movie2, score)]."""
-    mi = model.cfg.mining
-    was = model.training
-    model.eval()
-    try:
-        dev, dt = model.device, model.output.weight.dtype
-        e1 = model.movie_features(model.shot_encoder(movie1.to(dev, dt)), hidden=True)
-        e2 = model.movie_features(model.shot_encoder(movie2.to(dev, dt)), hidden=True)
-        a = shot_adjacency(e1[None], e2[None])
-        ones1 = torch.ones(1, movie1.shape[0], dtype=torch.bool, device=dev)
-        ones2 = torch.ones(1, movie2.shape[0], dtype=torch.bool, device=dev)
-        b, _ = scene_adjacency(a, ones1, ones2, mi.scene_len, mi.stride)
-    finally:
-        model.train(was)
-    pairs = mine_scene_pairs(b[0], mi.top_frac, mi.scene_len, mi.stride, mi.non_overlapping)
-    return [(i * mi.stride, j * mi.stride, s) for i, j, s in pairs]
+    return mine_hidden_pair(movie_hidden(model, movie1), movie_hidden(model, movie2), model.cfg.mining)
