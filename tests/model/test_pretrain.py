@@ -233,7 +233,7 @@ def test_short_pretraining_drives_every_term_below_its_chance_level(store, tmp_p
             store,
             tmp_path,
             "name=learn",
-            "train.steps=40",
+            "train.steps=60",
             "train.lr=3e-3",
             "train.ckpt_every=0",
             "mlflow.enabled=false",
