@@ -231,7 +231,7 @@ def run_step(rep: Report, size: dict, prof_dir: Path, results: Path | None) -> N
         (results / "pretrain_bench.txt").write_text("\n".join(rep.details[start:]) + "\n")
 
 
-def run_eval(rep: Report, size: dict, results: Path | None) -> None:
+def run_eval(rep: Report, size: dict, prof_dir: Path, results: Path | None) -> None:
     log = _section(rep, "evaluation (benchmarks/bench_lvu.py)")
     start = len(rep.details) - 1
     p = size["probe"]
@@ -239,14 +239,16 @@ def run_eval(rep: Report, size: dict, results: Path | None) -> None:
     if lvu.is_dir():
         pr = bench_lvu.measure_probe(str(lvu), p["seeds"], p["clips"], log=log)
         full = p["clips"] is None and p["seeds"] == 3
+        prof = prof_dir / "profile_probe.txt"
+        text = bench_lvu.profile_probe(str(lvu), clips=p["clips"])
+        prof.write_text(text + "\n")
         rep.figure(
             "eval probe",
             f"{pr['seconds']:.1f} s for {pr['clips']} clips x {pr['probes']} probes ({pr['per_1000']:.2f} s per 1000 clips)"
             + ("" if full else "; toy size, target not applicable"),
             "<= 30 s (LVU-sized: ~10k clips, 9 tasks x 3 seeds)",
             (pr["seconds"] <= 30) if full else None,
-            f"{pr['seconds'] / pr['probes']:.2f} s per probe: one torch thread per probe (ProbeConfig.threads) "
-            f"training {p['seeds'] and 'the'} linear layer for every epoch on the shared cores (load average {_load()})",
+            f"{_profile_line(text, 1)}; {_profile_line(text, 2)} ({prof.name}); load average {_load()}",
         )
     else:
         pr = None
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         ("loader", ("loader/memcpy", "loader/zarr", "loader/d2d"), lambda: run_loader(rep, size, out.parent, results)),
         ("step", ("step/peak", "data wait", "ranks 2/1", "ZeRO-2/ZeRO-0", "ZeRO-3/ZeRO-0"), lambda: run_step(rep, size, out.parent, results)),
-        ("eval", ("eval probe", "eval encode"), lambda: run_eval(rep, size, results)),
+        ("eval", ("eval probe", "eval encode"), lambda: run_eval(rep, size, out.parent, results)),
         ("ingest", ("ingest",), lambda: run_ingest(rep, size, results)),
         ("memory", ("memory demo", "memory MAD"), lambda: run_memory(rep, size)),
     ]  # fmt: skip

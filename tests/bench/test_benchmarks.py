@@ -53,7 +53,7 @@ def test_run_all_tiny_writes_every_line(tmp_path):
                 line
             )
     assert "ERROR" not in text.split("# details")[0]
-    for prof in ("profile_loader.txt", "profile_step.txt"):
+    for prof in ("profile_loader.txt", "profile_step.txt", "profile_probe.txt"):
         assert (tmp_path / prof).read_text().startswith("# profile of")
 
 
