@@ -34,6 +34,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         "none-random,full",
         "ray.max_concurrent_trials=1",
         "pretrain_overrides=[train.steps=600]",  # long enough to be interrupted mid-pretraining
+        "probe.curve_every=0",  # the smoke preset's curve would probe every 12 of the 600 steps
     ]
     cmd = [str(PY), str(REPO / "experiments" / "ablate_losses.py"), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
