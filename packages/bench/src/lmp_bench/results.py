@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from lmp_bench.lvu import GROUPS, TASKS
+from lmp_data.files import atomic_write
 
 GROUP_TITLES = {"content": "Content ↑", "metadata": "Metadata ↑", "user": "User ↓"}
 RUN_SCHEMA = {
@@ -34,13 +35,10 @@ RUN_SCHEMA = {
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: str | Path) -> Path:
-    """Write `df` to `path` via a temp file and a rename, so a reader never sees a half-written file."""
+    """Write `df` to `path` (parent folders made) with `lmp_data.files.atomic_write`: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    df.write_parquet(tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, df.write_parquet)
 
 
 @dataclass

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lmp_data.files import atomic_write
 from lmp_data.validate import (
     MODALITIES,
     StoreError,
@@ -73,13 +74,6 @@ CHUNK_BYTES = 1 << 20
 
 def _chunk_rows(dim: int, itemsize: int) -> int:
     return int(max(64, min(65536, CHUNK_BYTES // max(1, dim * itemsize))))
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _group_id(group: str) -> str:
@@ -232,9 +226,7 @@ class FeatureStore:
             raise StoreError(f"store {path}: directory exists, is not empty and has no store.json")
         for sub in ("movies", "manifest"):
             (path / sub).mkdir(parents=True, exist_ok=True)
-        tmp = path / f".tmp-store.{uuid.uuid4().hex}.json"
-        _fsync_write(tmp, json.dumps(info, indent=2).encode())
-        os.replace(tmp, path / "store.json")
+        atomic_write(path / "store.json", json.dumps(info, indent=2))
         return cls(path, info)
 
     @classmethod

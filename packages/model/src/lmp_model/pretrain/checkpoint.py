@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmp_data.files import atomic_write  # also `ckpt.atomic_write` for the trainer
+
 COMPLETE = "lmp_complete.json"
 LATEST = "latest"
 CORRUPT_PREFIX = "corrupt-"
@@ -115,15 +117,6 @@ def weights_only_engine(engine: Any) -> Any:
 
 def tag_for(step: int) -> str:
     return f"step{step:08d}"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.parent / f".tmp-{path.name}.{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def complete_tags(ckpt_dir: Path) -> list[str]:
@@ -271,3 +264,84 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class Checkpointer:
+    """A run's checkpoints through its DeepSpeed engine: which one to resume (`prepare`), `save` with the
+    client state (step, data position, every rank's RNG states, MLflow run id, loss history, config), `load`.
+    `last_good` is the newest checkpoint this process saved or loaded (named when a run stops)."""
+
+    def __init__(self, ckpt_dir: Path, cfg: Any, ctx: Any, resume: bool):
+        self.ckpt_dir, self.cfg, self.ctx, self.resume = ckpt_dir, cfg, ctx, resume
+        self.last_good: str | None = None
+
+    def prepare(self) -> str | None:
+        """Create the folder; the checkpoint tag to resume from (None: fresh start), the same on every rank.
+        Without `resume` an existing checkpoint is an error (`FileExistsError`)."""
+        from lmp_model.pretrain.dist import broadcast
+
+        tag = None
+        if self.ctx.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_incomplete(self.ckpt_dir)
+            if removed:
+                log.warning("removed incomplete checkpoints %s in %s", removed, self.ckpt_dir)
+            try:  # resume: the newest intact checkpoint (corrupt newer ones are named and moved aside)
+                tag = resume_tag(self.ckpt_dir) if self.resume else latest_tag(self.ckpt_dir)
+            except CheckpointError as e:
+                tag = f"?{e}"
+            if tag is not None and not self.resume:
+                tag = f"!{tag}"
+        tag = broadcast(self.ctx, tag)
+        if tag is not None and tag.startswith("?"):
+            raise CheckpointError(tag[1:])
+        if tag is not None and tag.startswith("!"):
+            raise FileExistsError(
+                f"{self.ckpt_dir} already holds checkpoint {tag[1:]}: pass --resume (resume=True) to continue "
+                f"it, or choose another `name` / `train.out_dir`"
+            )
+        return tag
+
+    def save(self, engine: Any, step: int, micro_step: int, run_id: str | None, history: list) -> None:
+        """Collective: every rank saves its part, then rank 0 marks the checkpoint complete."""
+        from lmp_model.pretrain.config import config_to_dict, config_to_yaml
+        from lmp_model.pretrain.dist import all_gather, barrier
+
+        tag, world = tag_for(step), self.ctx.world
+        client = {
+            "step": step,
+            "micro_step": micro_step,
+            "world": world,
+            "rng": all_gather(self.ctx, rng_state()),
+            "mlflow_run_id": run_id,
+            "history": history,
+            "config": config_to_dict(self.cfg),
+        }
+        engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=client, save_latest=False)
+        barrier(self.ctx)
+        if self.ctx.is_main:
+            (self.ckpt_dir / tag / "pretrain.yaml").write_text(config_to_yaml(self.cfg))
+            info = {"step": step, "micro_step": micro_step, "world": world, "time": time.time()}
+            info["mlflow_run_id"] = run_id  # ends the run as FAILED if no checkpoint is intact
+            mark_complete(self.ckpt_dir, tag, info, self.cfg.train.keep_last)
+        barrier(self.ctx)
+        self.last_good = str(self.ckpt_dir / tag)
+
+    def load(self, engine: Any, tag: str) -> tuple[int, str | None, list]:
+        """Restore checkpoint `tag` into `engine` and this rank's RNGs: (step, MLflow run id, loss history).
+        The lr of the next step comes from the current schedule (`train.steps` may have grown)."""
+        path, client = engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+        if path is None or client is None:
+            raise RuntimeError(f"checkpoint {self.ckpt_dir / tag}: DeepSpeed could not load it")
+        if client["world"] != self.ctx.world:
+            raise ValueError(
+                f"checkpoint {self.ckpt_dir / tag} was written by {client['world']} ranks, this run has "
+                f"{self.ctx.world}: resume with the same world size"
+            )
+        set_rng_state(client["rng"][self.ctx.rank])
+        sched = engine.lr_scheduler
+        for group, base, lam in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * lam(sched.last_epoch)
+        self.last_good = str(self.ckpt_dir / tag)
+        log.info("resumed from %s (step %d)", self.ckpt_dir / tag, client["step"])
+        return int(client["step"]), client.get("mlflow_run_id"), list(client.get("history", []))
