@@ -8,13 +8,16 @@ server (an http(s) URI, e.g. scripts/tracking_server.sh) the server's own artifa
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from lmp_model.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, mark_training_experiment
+from lmp_model.tracking import (
+    EXPERIMENT_KIND_TAG,
+    TRAINING_KIND,
+    default_tracking_uri,
+    mark_training_experiment,
+)
+from lmp_model.tracking import git_commit as lmp_git_commit
 
 from .config import REPO_ROOT, MlflowConfig, repo_path
 
@@ -24,8 +27,7 @@ TRIAL_TAG = "lmp.trial"
 
 def tracking_uri(cfg: MlflowConfig) -> str:
     """The configured URI, else $MLFLOW_TRACKING_URI, else the repo's SQLite store `mlflow.db`."""
-    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    return cfg.tracking_uri or default_tracking_uri(REPO_ROOT)
 
 
 def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
@@ -52,20 +54,8 @@ def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
 
 
 def git_commit() -> str:
-    """HEAD of the repo, with `-dirty` when tracked files differ from it; "unknown" outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
+    """The repo's HEAD, with `-dirty` when tracked files differ from it; "unknown" outside git."""
+    return lmp_git_commit(REPO_ROOT)
 
 
 def start_parent(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict) -> str:

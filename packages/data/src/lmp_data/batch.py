@@ -26,4 +26,8 @@ A single window item (`ShotWindows[i]`) has `video` [k, Dv], `audio` [k, Da], `s
 `text` [T_i, Dl], `token_shot` [T_i, k], `start` int and `movie` str (no `text_mask`).
 """
 
+MODALITIES = ("video", "audio", "text")
+"""The three base-feature modalities, in the order the paper names them (video, audio, language); every
+package takes them from here."""
+
 BATCH_KEYS = ("video", "audio", "shot_mask", "text", "text_mask", "token_shot", "start", "movie")

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-MODALITIES = ("video", "audio", "text")
-"""The three base-feature modalities, in the order the paper names them (video, audio, language)."""
+from lmp_data.batch import MODALITIES
 
 MOVIE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 RESERVED_PREFIX = ".tmp-"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MODALITIES = ("video", "audio", "text")
+from lmp_data.batch import MODALITIES
+
 INTRA_TERMS = tuple(f"intra/{m}" for m in MODALITIES)
 INTER_TERMS = ("inter/v2a", "inter/a2v", "inter/v2l", "inter/l2v")
 CROSS_TERMS = ("cross/a2l", "cross/l2a")

@@ -65,10 +65,10 @@ def repo_root(start: str | Path | None = None) -> Path:
     return Path.cwd()
 
 
-def default_tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo root>/mlflow.db`."""
+def default_tracking_uri(root: str | Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<root>/mlflow.db` (root: default `repo_root()`)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return uri or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    return uri or f"sqlite:///{Path(root or repo_root()) / 'mlflow.db'}"
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import GENERATOR_VERSION, DemoConfig
+from lmp_data.batch import MODALITIES
 
-MODALITIES = ("video", "audio", "text")
+from .config import GENERATOR_VERSION, DemoConfig
 
 CLASSES: dict[str, list[str]] = {
     "relationship": ["friend", "ex_boyfriend_ex_girlfriend", "husband_wife", "boyfriend_girlfriend"],

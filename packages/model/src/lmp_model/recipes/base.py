@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from lmp_data.batch import MODALITIES
 from lmp_model.losses import language_per_shot
 from lmp_model.model import LMPOutput
 
@@ -42,8 +43,6 @@ LMP_FEATURES: dict[str, str] = {
     "l_shot": "l_shot_mask",
 }
 """The features `LMP.encode` returns (paper Table 3) and the mask each is averaged under."""
-
-SHOT_MODALITIES = ("video", "audio", "text")
 
 
 class Recipe(nn.Module):
@@ -148,10 +147,10 @@ def present_modalities(
 
 def check_dims(dims: Mapping[str, int], modalities: tuple[str, ...] | list[str], who: str) -> dict[str, int]:
     """Positive base widths for every modality the recipe reads."""
-    bad = [m for m in modalities if m not in SHOT_MODALITIES]
+    bad = [m for m in modalities if m not in MODALITIES]
     if bad or not modalities:
         raise ValueError(
-            f"{who}.modalities: expected a non-empty subset of {list(SHOT_MODALITIES)}, got {modalities}"
+            f"{who}.modalities: expected a non-empty subset of {list(MODALITIES)}, got {modalities}"
         )
     missing = [m for m in modalities if int(dims.get(m, 0)) <= 0]
     if missing:
