@@ -78,9 +78,9 @@ def profile_probe(lvu: str = LVU, task: str = "genre", clips: int | None = None)
 
 
 def demo_eval_store(size: str = "default") -> Path:
-    from lmp_data.demo import make_demo
+    from lmp_data.demo import DEMO_DIR, demo_folder, make_demo
 
-    return Path(make_demo(REPO / "outputs" / "demo" / f"{size}-seed0", seed=0, size=size).eval_store)
+    return Path(make_demo(demo_folder(size, 0, REPO / DEMO_DIR), seed=0, size=size).eval_store)
 
 
 def measure_encode(eval_store: Path, model_config: Path | None = None, log=print) -> dict:

@@ -291,9 +291,9 @@ def run_memory(rep: Report, size: dict) -> None:
     from lmp_data.gather import WindowGather, memory_estimate
 
     log = _section(rep, "memory (lmp_data.gather: measured store + memory_estimate)")
-    from lmp_data.demo import make_demo
+    from lmp_data.demo import DEMO_DIR, demo_folder, make_demo
 
-    demo = make_demo(REPO / "outputs" / "demo" / f"{size['demo']}-seed0", seed=0, size=size["demo"])
+    demo = make_demo(demo_folder(size["demo"], 0, REPO / DEMO_DIR), seed=0, size=size["demo"])
     mem = FeatureStore.open(demo.pretrain_store).load_all(dtype="float32")
     g = WindowGather(mem, 30)
     nb = g.nbytes()

@@ -25,9 +25,9 @@ def resolve_data(cfg: DataConfig) -> dict[str, str]:
             f"give all of --store, --eval-store and --labels, or none (demo data); missing {', '.join(missing)}"
         )
     else:
-        from lmp_data.demo import make_demo
+        from lmp_data.demo import demo_folder, make_demo
 
-        demo_dir = repo_path(cfg.demo_dir) / f"{cfg.demo_size}-seed{cfg.demo_seed}"
+        demo_dir = demo_folder(cfg.demo_size, cfg.demo_seed, repo_path(cfg.demo_dir))
         print(f"[sweep] demo data under {demo_dir} (built on first use)", flush=True)
         paths = make_demo(demo_dir, seed=cfg.demo_seed, size=cfg.demo_size)
         out = {

@@ -45,6 +45,7 @@ from lmp_bench.lvu import TASKS
 from lmp_bench.lvu_probe import probe_lvu
 from lmp_bench.probe import ProbeConfig
 from lmp_bench.results import LVUResult
+from lmp_data.batch import DEFAULT_K
 
 NO_PRETRAIN = {
     "base": "no pretraining: base features",
@@ -54,8 +55,6 @@ NO_PRETRAIN = {
 """The no-pretraining baselines (`evaluate_lvu(None, no_pretrain=...)`) and their row labels."""
 
 log = logging.getLogger(__name__)
-
-DEFAULT_K = 30  # the paper's window length, used when the model does not record its own
 
 
 def open_store(store):

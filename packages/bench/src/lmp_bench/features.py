@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from lmp_bench.probe import torch_threads
+from lmp_data.batch import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def encode_clips(
     model: torch.nn.Module,
     store,
     clip_ids: Sequence[str] | None = None,
-    k: int = 30,
+    k: int = DEFAULT_K,
     stride: int | None = None,
     batch_size: int = 64,
     cache: bool = True,

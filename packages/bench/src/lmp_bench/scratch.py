@@ -61,6 +61,7 @@ from lmp_bench.lvu import parse_tasks, task_spec
 from lmp_bench.lvu_probe import result_row, task_splits
 from lmp_bench.probe import ProbeConfig, fit_probe, score, torch_threads
 from lmp_bench.results import RUN_SCHEMA, LVUResult
+from lmp_data.batch import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def scratch_lvu(
     probe: ProbeConfig | None = None,
     cfg: ScratchConfig | None = None,
     *,
-    k: int = 30,
+    k: int = DEFAULT_K,
     stride: int | None = None,
     init_seed: int | None = None,
     strict: bool = False,

@@ -30,4 +30,7 @@ MODALITIES = ("video", "audio", "text")
 """The three base-feature modalities, in the order the paper names them (video, audio, language); every
 package takes them from here."""
 
+DEFAULT_K = 30
+"""Shots per window when nothing else says (the paper's k; its ablations use 10 and 60)."""
+
 BATCH_KEYS = ("video", "audio", "shot_mask", "text", "text_mask", "token_shot", "start", "movie")

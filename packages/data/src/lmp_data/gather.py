@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmp_data.batch import DEFAULT_K
 from lmp_data.store import InMemoryStore
 
 
@@ -391,7 +392,7 @@ def memory_estimate(
     dims: dict[str, int],
     *,
     feature_bytes: int = 2,
-    k: int = 30,
+    k: int = DEFAULT_K,
     batch: int = 64,
     tokens_per_window: int | None = None,
     out_bytes: int = 4,

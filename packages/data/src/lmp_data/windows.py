@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lmp_data.batch import BATCH_KEYS
+from lmp_data.batch import BATCH_KEYS, DEFAULT_K
 from lmp_data.gather import WindowGather
 from lmp_data.store import FeatureStore, InMemoryStore
 
@@ -45,7 +45,7 @@ from lmp_data.store import FeatureStore, InMemoryStore
 class WindowsConfig:
     """How a store is cut into windows (embed this in a pretraining config)."""
 
-    k: int = 30
+    k: int = DEFAULT_K
     """Shots per window (paper: 30; ablations 10/60)."""
     mode: str = "train"
     """"train" (random offsets) or "eval" (every window, in order)."""

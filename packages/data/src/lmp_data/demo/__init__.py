@@ -5,11 +5,12 @@ generative model is documented in `lmp_data.demo.generate` and docs/demo_benchma
 """
 
 from .build import DemoError, DemoPaths, make_demo, store_checksum
-from .config import PRESETS, SIZES, DemoConfig
+from .config import DEMO_DIR, PRESETS, SIZES, DemoConfig, demo_folder
 from .generate import Demo, generate
 from .labels import N_CLASSES, TASKS
 
 __all__ = [
+    "DEMO_DIR",
     "N_CLASSES",
     "PRESETS",
     "SIZES",
@@ -19,6 +20,7 @@ __all__ = [
     "DemoError",
     "DemoPaths",
     "generate",
+    "demo_folder",
     "make_demo",
     "store_checksum",
 ]

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+DEMO_DIR = ".lmp/demo"
+"""Where demos are built on first use, relative to the repo root (the sweeps, pretraining's `data.demo`,
+the benchmarks): one folder per demo, `demo_folder(size, seed)`."""
+
+
+def demo_folder(size: str, seed: int, parent: str | Path = DEMO_DIR) -> Path:
+    """`<parent>/<size>-seed<seed>`: the folder of one demo (parent relative to the cwd if relative)."""
+    return Path(parent) / f"{size}-seed{seed}"
+
 
 SIZES = ("tiny", "small", "default", "large")
 GENERATOR_VERSION = 2

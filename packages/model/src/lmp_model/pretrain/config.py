@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lmp_data.batch import DEFAULT_K
 from lmp_model.config import ModelConfig
 from lmp_model.recipes.hssl import HSSLConfig
 from lmp_model.recipes.m2s import M2SConfig
@@ -38,8 +39,9 @@ class DataConfig:
     ("tiny", "small", "default", "large") under `demo_dir`."""
     demo_seed: int = 0
     demo_dir: str = ""
-    """Where the demo is generated; empty: `<repo root>/outputs/demo/<size>-seed<demo_seed>`."""
-    k: int = 30
+    """Where the demo is generated; empty: `<repo root>/.lmp/demo/<size>-seed<demo_seed>`
+    (`lmp_data.demo.DEMO_DIR`)."""
+    k: int = DEFAULT_K
     """Shots per window (paper: 30)."""
     windows_per_epoch: int | None = None
     """Random windows per epoch (all ranks together); None: ceil(total shots / k) (see ShotWindows)."""

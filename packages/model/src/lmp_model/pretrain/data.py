@@ -34,12 +34,12 @@ class TrainData:
 
 
 def demo_store_path(cfg: DataConfig) -> Path:
-    out = (
-        Path(cfg.demo_dir)
-        if cfg.demo_dir
-        else repo_root() / "outputs" / "demo" / f"{cfg.demo}-seed{cfg.demo_seed}"
+    """The demo's folder: `data.demo_dir`, else `<repo root>/.lmp/demo/<size>-seed<seed>` (lmp_data.demo)."""
+    from lmp_data.demo.config import DEMO_DIR, demo_folder
+
+    return (
+        Path(cfg.demo_dir) if cfg.demo_dir else demo_folder(cfg.demo, cfg.demo_seed, repo_root() / DEMO_DIR)
     )
-    return out
 
 
 def resolve_store(cfg: DataConfig, is_main: bool, barrier: Any) -> Path:
