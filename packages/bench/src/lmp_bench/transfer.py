@@ -52,6 +52,7 @@ from lmp_bench.features import (
 )
 from lmp_bench.probe import ProbeConfig, fit_probe, torch_threads
 from lmp_bench.results import write_parquet_atomic
+from lmp_data.batch import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def clip_splits(store, attributes: pl.DataFrame | None) -> dict[str, list[str]]:
 class BaseFeatures(torch.nn.Module):
     """No model: the store's base features per shot (`model="base"`), the no-pretraining row's input."""
 
-    def __init__(self, k: int = 30, audio: bool = True):
+    def __init__(self, k: int = DEFAULT_K, audio: bool = True):
         super().__init__()
         self.features = {"v_base": "shot_mask", **({"a_base": "shot_mask"} if audio else {})}
         self.pretrained_meta = {"k": int(k), "pretrained": False}
@@ -211,47 +212,42 @@ def retrieval_unavailable(model) -> str | None:
 # -- batches of arbitrary shot sequences ---------------------------------------------------------------
 def shots_batch(mem, seqs: Sequence[tuple[str, Sequence[int]]], text: bool = True) -> dict:
     """A window batch (lmp_data.batch) whose window i shows the shots `seqs[i][1]` of clip `seqs[i][0]`
-    in that order, with the language tokens overlapping them and their token->shot membership
-    (`text=False`: no tokens, T = 0, for features that do not read language)."""
-    from lmp_data.windows import overlaps
+    in that order (padded to the longest sequence), with the language tokens overlapping them and their
+    token->shot membership (`text=False`: no tokens, T = 0, for features that do not read language).
+    Tokens are padded by `lmp_data.collate_windows`, the padding of every window batch."""
+    from lmp_data import collate_windows
 
     k = max(len(s) for _, s in seqs)
-    n = len(seqs)
-    d = mem.dims
-    video, audio = torch.zeros(n, k, d["video"]), torch.zeros(n, k, d.get("audio", 0))
-    mask = torch.zeros(n, k, dtype=torch.bool)
-    toks, members = [], []
-    for i, (clip, shots) in enumerate(seqs):
-        mv = mem.movie(clip)
-        idx = np.asarray(shots, dtype=np.int64)
-        if (idx < 0).any() or (idx >= len(mv["shots"])).any():
-            raise TransferFormatError(
-                f"clip {clip!r}: shot index out of range [0, {len(mv['shots'])}): {list(idx)}"
-            )
-        video[i, : len(idx)] = torch.from_numpy(np.asarray(mv["video"][idx], np.float32))
-        audio[i, : len(idx)] = torch.from_numpy(np.asarray(mv["audio"][idx], np.float32))
-        mask[i, : len(idx)] = True
-        if not text:
-            continue
+    batch = collate_windows([_shots_item(mem, clip, shots, k, text) for clip, shots in seqs])
+    return batch if text else _no_text(batch)
+
+
+def _shots_item(mem, clip: str, shots: Sequence[int], k: int, text: bool) -> dict:
+    """One window item (lmp_data.batch) showing `shots` of `clip` in that order, zero-padded to k shots."""
+    from lmp_data.windows import overlaps
+
+    mv, d = mem.movie(clip), mem.dims
+    idx = np.asarray(shots, dtype=np.int64)
+    if (idx < 0).any() or (idx >= len(mv["shots"])).any():
+        raise TransferFormatError(
+            f"clip {clip!r}: shot index out of range [0, {len(mv['shots'])}): {list(idx)}"
+        )
+    n = len(idx)
+    video, audio = torch.zeros(k, d["video"]), torch.zeros(k, d.get("audio", 0))
+    mask = torch.zeros(k, dtype=torch.bool)
+    video[:n] = torch.from_numpy(np.asarray(mv["video"][idx], np.float32))
+    audio[:n] = torch.from_numpy(np.asarray(mv["audio"][idx], np.float32))
+    mask[:n] = True
+    tokens, token_shot = torch.zeros(0, d.get("text", 0)), torch.zeros(0, k, dtype=torch.bool)
+    if text:
         sp, spans = mv["shots"][idx], mv["text_spans"]
-        member = overlaps(spans[:, None, 0], spans[:, None, 1], sp[None, :, 0], sp[None, :, 1])  # [T, len]
+        member = overlaps(spans[:, None, 0], spans[:, None, 1], sp[None, :, 0], sp[None, :, 1])  # [T, n]
         keep = member.any(1)
-        toks.append(np.asarray(mv["text"][keep], np.float32))
-        m = np.zeros((int(keep.sum()), k), bool)
-        m[:, : len(idx)] = member[keep]
-        members.append(m)
-    t = max(1, max(len(x) for x in toks)) if text else 0
-    text_t = torch.zeros(n, t, d.get("text", 0))
-    text_mask = torch.zeros(n, t, dtype=torch.bool)
-    token_shot = torch.zeros(n, t, k, dtype=torch.bool)
-    for i, (x, m) in enumerate(zip(toks, members)):
-        text_t[i, : len(x)] = torch.from_numpy(x)
-        text_mask[i, : len(x)] = True
-        token_shot[i, : len(x)] = torch.from_numpy(m)
-    return {
-        "video": video, "audio": audio, "shot_mask": mask, "text": text_t, "text_mask": text_mask,
-        "token_shot": token_shot, "start": torch.zeros(n, dtype=torch.int64), "movie": [c for c, _ in seqs],
-    }  # fmt: skip
+        tokens = torch.from_numpy(np.asarray(mv["text"][keep], np.float32))
+        token_shot = torch.zeros(int(keep.sum()), k, dtype=torch.bool)
+        token_shot[:, :n] = torch.from_numpy(member[keep])
+    return {"video": video, "audio": audio, "shot_mask": mask, "text": tokens, "token_shot": token_shot,
+            "start": 0, "movie": clip}  # fmt: skip
 
 
 def _no_text(batch: dict) -> dict:
@@ -373,20 +369,27 @@ def _retrieval_rows(task: str, sim: np.ndarray, gt=None) -> list[dict]:
 
 def _describe(model, mem, desc: list[np.ndarray], batch_size: int) -> np.ndarray:
     """Mean l_ctx of each description's tokens, encoded alone (batched, padded, one empty shot each)."""
+    from lmp_data import collate_windows
+
+    dv, da = mem.dims["video"], mem.dims.get("audio", 0)
     out = []
     for lo in range(0, len(desc), batch_size):
-        part = desc[lo : lo + batch_size]
-        n, t = len(part), max(len(x) for x in part)
-        text = torch.zeros(n, t, mem.dims["text"])
-        text_mask = torch.zeros(n, t, dtype=torch.bool)
-        for i, x in enumerate(part):
-            text[i, : len(x)] = torch.from_numpy(x)
-            text_mask[i, : len(x)] = True
-        batch = {"video": torch.zeros(n, 1, mem.dims["video"]), "audio": torch.zeros(n, 1, mem.dims.get("audio", 0)),
-                 "shot_mask": torch.ones(n, 1, dtype=torch.bool), "text": text, "text_mask": text_mask,
-                 "token_shot": text_mask.unsqueeze(-1).clone()}  # fmt: skip
+        batch = collate_windows(
+            [
+                {
+                    "video": torch.zeros(1, dv),
+                    "audio": torch.zeros(1, da),
+                    "shot_mask": torch.ones(1, dtype=torch.bool),
+                    "text": torch.from_numpy(x),
+                    "token_shot": torch.ones(len(x), 1, dtype=torch.bool),
+                    "start": 0,
+                    "movie": "",
+                }
+                for x in desc[lo : lo + batch_size]
+            ]
+        )
         l_ctx = model.encode(batch)["l_ctx"].float()
-        w = text_mask.unsqueeze(-1).float()
+        w = batch["text_mask"].unsqueeze(-1).float()
         out.append(((l_ctx * w).sum(1) / w.sum(1).clamp_min(1.0)).numpy())
     return np.concatenate(out, axis=0)
 
@@ -450,7 +453,7 @@ def evaluate_transfer(
     per-shot features of AVE, ordering and next shot (not l_ctx); None: the model's own (LMP v_ctx+a_ctx,
     HSSL v_ctx, M2S v_scene, base v_base+a_base). Retrieval reads v_ctx, a_ctx and l_ctx; a model without
     them has the retrieval tasks in `skipped` ("n/a: ..."). k: eval window length (default the model's
-    pretraining k, else 30). samples_per_clip / sample_seed: how many ordering / next-shot samples are
+    pretraining k, else lmp_data's DEFAULT_K = 30). samples_per_clip / sample_seed: how many ordering / next-shot samples are
     drawn per clip, and their seed.
     """
     if tasks is None:
@@ -465,7 +468,7 @@ def evaluate_transfer(
         raise FileNotFoundError(f"transfer labels folder not found: {root}")
     store = open_store(eval_store)
     if isinstance(model, str) and model == "base" and not Path(model).exists():
-        lmp, info = BaseFeatures(k or 30, audio="audio" in store.dims), {}
+        lmp, info = BaseFeatures(k or DEFAULT_K, audio="audio" in store.dims), {}
     elif model is None:
         lmp, info = random_model(store, model_config, seed=init_seed, k=k), {}
     else:
