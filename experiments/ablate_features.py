@@ -9,13 +9,13 @@ trials never train the model.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sweep.cli import main, select  # noqa: E402
-from _sweep.runner import Stage  # noqa: E402
+from _sweep import work
+from _sweep.cli import main, select
+from _sweep.runner import Stage
+from _sweep.spec import TrialSpec
 
 # the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["features"])
 
@@ -23,14 +23,9 @@ from _sweep.runner import Stage  # noqa: E402
 def build(cfg, only):
     seed0 = cfg.seeds[0]
     pretrain = [
-        {
-            "key": f"pretrain-s{seed0}",
-            "slug": "pretrain",
-            "variant": "pretrain",
-            "seed": seed0,
-            "order": 0,
-            "work": "_sweep.work:pretrain_only",
-        }
+        TrialSpec(
+            key=f"pretrain-s{seed0}", slug="pretrain", variant="pretrain", seed=seed0, work=work.pretrain_only
+        )
     ]
     columns, probe_specs = {}, []
     for order, feats in enumerate(cfg.feature_sets):
@@ -39,15 +34,15 @@ def build(cfg, only):
         columns[label] = {"Features": label}
         for seed in cfg.seeds:
             probe_specs.append(
-                {
-                    "key": f"{slug}-s{seed}",
-                    "slug": slug,
-                    "variant": label,
-                    "seed": seed,
-                    "order": order,
-                    "work": "_sweep.work:probe_only",
-                    "features": list(feats),
-                }
+                TrialSpec(
+                    key=f"{slug}-s{seed}",
+                    slug=slug,
+                    variant=label,
+                    seed=seed,
+                    order=order,
+                    work=work.probe_only,
+                    features=list(feats),
+                )
             )
     probe_specs = select(probe_specs, only)
 
@@ -58,7 +53,7 @@ def build(cfg, only):
                 f"ablate_features: the pretraining trial failed ({rows['pretrain'][0]['error']})"
             )
         export = done[0]["outputs"]["export_dir"]
-        return [{**s, "from_export": export} for s in probe_specs]
+        return [dataclasses.replace(s, from_export=export) for s in probe_specs]
 
     return [Stage("pretrain", pretrain, in_table=False), Stage("probes", probes)], columns
 

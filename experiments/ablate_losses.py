@@ -19,15 +19,17 @@ term (`model.loss.window`, not in the paper; column L_window). The paper's Eq. 7
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sweep.cli import main, select  # noqa: E402
-from _sweep.runner import Stage  # noqa: E402
+from _sweep import work
+from _sweep.cli import main, select
+from _sweep.runner import Stage
+from _sweep.spec import TrialSpec
 
 # the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["losses"])
 
+TABLE = "losses"
+TITLE = "Table 1: pretraining losses"
+LABEL_COLUMNS = ["Pretrain", "L_intra", "L_inter", "L_cross", "L_window"]
 YES, NO = "✓", "✗"
 # slug, row label, loss weights switched off (or the no-pretraining baseline, lmp_bench.api.NO_PRETRAIN)
 NO_PRETRAIN_ROWS = {"none-base": "base", "none-random": "random_init", "none-scratch": "scratch"}
@@ -53,25 +55,19 @@ def build(cfg, only):
         )  # lmp's default term (model.loss.window), every pretrained row
         columns[label] = cols
         for seed in cfg.seeds:
-            spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
+            row = dict(key=f"{slug}-s{seed}", slug=slug, variant=label, seed=seed, order=order)
             if off is None:
-                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": NO_PRETRAIN_ROWS[slug]}
+                specs.append(TrialSpec(**row, work=work.probe_only, no_pretrain=NO_PRETRAIN_ROWS[slug]))
             else:
-                spec |= {
-                    "work": "_sweep.work:pretrain_and_probe",
-                    "pretrain_overrides": [f"model.loss.{off}=0"] if off else [],
-                }
-            specs.append(spec)
+                overrides = [f"model.loss.{off}=0"] if off else []
+                specs.append(TrialSpec(**row, work=work.pretrain_and_probe, pretrain_overrides=overrides))
     return [Stage("trials", select(specs, only))], columns
 
 
+def cli(argv: list[str] | None = None, build_stages=build) -> int:
+    """The command line (`build_stages`: this table's rows; a test may wrap their work functions)."""
+    return main(TABLE, TITLE, __doc__.splitlines()[0], build_stages, argv, label_columns=LABEL_COLUMNS)
+
+
 if __name__ == "__main__":
-    sys.exit(
-        main(
-            "losses",
-            "Table 1: pretraining losses",
-            __doc__.splitlines()[0],
-            build,
-            label_columns=["Pretrain", "L_intra", "L_inter", "L_cross", "L_window"],
-        )
-    )
+    sys.exit(cli())

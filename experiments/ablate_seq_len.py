@@ -8,12 +8,11 @@ One trial = pretraining with `data.k = k` (all three losses) + the LVU probe, ov
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sweep.cli import main, select  # noqa: E402
-from _sweep.runner import Stage  # noqa: E402
+from _sweep import work
+from _sweep.cli import main, select
+from _sweep.runner import Stage
+from _sweep.spec import TrialSpec
 
 # the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["seq_len"])
 
@@ -25,21 +24,21 @@ def build(cfg, only):
         columns[label] = {"k": str(k)}
         for seed in cfg.seeds:
             specs.append(
-                {
-                    "key": f"k{k}-s{seed}",
-                    "slug": f"k{k}",
-                    "variant": label,
-                    "seed": seed,
-                    "order": order,
-                    "work": "_sweep.work:pretrain_and_probe",
+                TrialSpec(
+                    key=f"k{k}-s{seed}",
+                    slug=f"k{k}",
+                    variant=label,
+                    seed=seed,
+                    order=order,
+                    work=work.pretrain_and_probe,
                     # the shot and token position embeddings must cover the window: the default demo
                     # has at most 106 / 223 / 390 tokens in a window of k = 10 / 30 / 60 shots
-                    "pretrain_overrides": [
+                    pretrain_overrides=[
                         f"data.k={k}",
                         f"model.max_shots={max(64, k)}",
                         f"model.max_tokens={max(256, 8 * k)}",
                     ],
-                }
+                )
             )
     return [Stage("trials", select(specs, only))], columns
 

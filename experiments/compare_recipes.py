@@ -36,10 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sweep.cli import select  # noqa: E402
-from _sweep.runner import Stage  # noqa: E402
+from _sweep import work
+from _sweep.cli import select
+from _sweep.runner import Stage
+from _sweep.spec import TrialSpec
 
 TABLE = "recipes"
 TITLE = "Pretraining recipes under one protocol"
@@ -86,16 +86,13 @@ def _pretrain_m2s(ctx):
     """M2S's stages one after the other, each from the previous one's export, together the sweep's
     optimizer steps; the last stage's MLflow run is the trial's child run. Returns (its PretrainResult,
     {stage: PretrainResult}, total steps)."""
-    from _sweep import work
     from pretrain_m2s import pipeline_steps, split_steps
 
     from lmp_model.pretrain import load_pretrain_config
 
-    base = [*ctx.sweep["pretrain_overrides"], *ctx.spec.get("pretrain_overrides", [])]
-    cfg = load_pretrain_config(
-        ctx.sweep["pretrain_config"], [*base, f"data.store={ctx.sweep['data']['store']}"]
-    )
-    steps = split_steps(pipeline_steps(cfg), dict(ctx.spec.get("stages") or M2S_BUDGET))
+    base = [*ctx.sweep.pretrain_overrides, *ctx.spec.pretrain_overrides]
+    cfg = load_pretrain_config(ctx.sweep.pretrain_config, [*base, f"data.store={ctx.sweep.data['store']}"])
+    steps = split_steps(pipeline_steps(cfg), dict(ctx.spec.stages or M2S_BUDGET))
     results, prev = {}, None
     for i, (stage, n) in enumerate(steps.items()):
         extra = [f"m2s.stage={stage}", f"train.steps={n}", "train.epochs=0", "train.ckpt_every=0"]
@@ -111,25 +108,23 @@ def _pretrain_m2s(ctx):
 def recipe_trial(ctx):
     """Pretrain with the row's recipe, probe its export with the row's features; times the pretraining."""
     import mlflow
-    from _sweep import work
 
     from lmp_model.export import load_pretrained
 
     t0 = time.perf_counter()
     stages = {}
-    if ctx.spec.get("recipe") == "m2s":
+    if ctx.spec.recipe == "m2s":
         result, stages, steps = _pretrain_m2s(ctx)
     else:
         result = work._pretrain(ctx)
         steps = result.steps
     wall = time.perf_counter() - t0
-    features = list(ctx.spec.get("features") or ctx.sweep["probe"]["features"])
+    features = work.probe_features(ctx)
     with ctx.start_child_run(run_id=result.mlflow_run_id) as run:
-        ctx.maybe_fail("probe")
         if stages:
             _log_stages(stages)
         model = load_pretrained(result.export_dir)
-        metrics = work._probe(ctx, model, features, method=ctx.spec["variant"])
+        metrics = work._probe(ctx, model, features, method=ctx.spec.variant)
         work._log_probe(ctx, metrics, features)
         mlflow.log_metrics({"compare/pretrain_wall_s": wall, "compare/optimizer_steps": float(steps)})
         metrics |= work.transfer_columns(ctx, model, features)
@@ -173,18 +168,17 @@ def build(cfg, only):
     for order, (slug, label, recipe) in enumerate(ROWS):
         columns[label] = {"Recipe": recipe or "—"}
         for seed in cfg.seeds:
-            spec = {"key": f"{slug}-s{seed}", "slug": slug, "variant": label, "seed": seed, "order": order}
+            row = dict(key=f"{slug}-s{seed}", slug=slug, variant=label, seed=seed, order=order)
             if recipe is None:
-                spec |= {"work": "_sweep.work:probe_only", "no_pretrain": NO_PRETRAIN_ROWS[slug]}
-            else:
-                spec |= {
-                    "work": "compare_recipes:recipe_trial",
-                    "recipe": recipe,
-                    "pretrain_overrides": recipe_overrides(recipe, model_cfg),
-                }
-                if recipe != "lmp":
-                    spec["features"] = RECIPES[recipe].default_features.split("+")
-            specs.append(spec)
+                specs.append(TrialSpec(**row, work=work.probe_only, no_pretrain=NO_PRETRAIN_ROWS[slug]))
+                continue
+            features = RECIPES[recipe].default_features.split("+") if recipe != "lmp" else None
+            overrides = recipe_overrides(recipe, model_cfg)
+            specs.append(
+                TrialSpec(
+                    **row, work=recipe_trial, recipe=recipe, pretrain_overrides=overrides, features=features
+                )
+            )
     return [Stage("trials", select(specs, only))], columns
 
 

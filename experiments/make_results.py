@@ -24,11 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import polars as pl  # noqa: E402
-from _sweep import paper  # noqa: E402
-from _sweep.config import REPO_ROOT, load_sweep_config, repo_path  # noqa: E402
+import polars as pl
+from _sweep import paper
+from _sweep.config import REPO_ROOT, load_sweep_config, repo_path
 
 HAND_MARKER = "<!-- written by hand: make_results.py keeps everything from here on -->"
 GROUPS = paper.GROUPS

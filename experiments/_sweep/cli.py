@@ -6,6 +6,7 @@ import argparse
 import os
 
 from .config import SCALES, SweepConfig, load_sweep_config
+from .spec import TrialSpec
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -74,17 +75,17 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return cfg
 
 
-def select(specs: list[dict], only: list[str] | None) -> list[dict]:
+def select(specs: list[TrialSpec], only: list[str] | None) -> list[TrialSpec]:
     """Keep the rows named by `--only` (variant slugs); fail naming the unknown ones."""
     if not only:
         return specs
-    known = {s["slug"] for s in specs}
+    known = {s.slug for s in specs}
     unknown = sorted(set(only) - known)
     if unknown:
         raise SystemExit(
             f"--only: unknown variant(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    return [s for s in specs if s["slug"] in only]
+    return [s for s in specs if s.slug in only]
 
 
 def main(
@@ -97,7 +98,7 @@ def main(
 ) -> int:
     """Parse the command line, resolve the data, run (or resume) the sweep; the process exit code.
 
-    `build_stages(cfg, only) -> (stages, columns)` builds the table's trial specs from the config.
+    `build_stages(cfg, only) -> (stages, columns)` builds the table's `TrialSpec`s from the config.
     """
     from .data import resolve_data
     from .runner import install_sigterm_as_interrupt, run_sweep

@@ -85,14 +85,6 @@ class ProbeConfig:
 
 
 @dataclass
-class FailureInjection:
-    """Test hook: the trials whose key contains `match` raise in their first `times` attempts."""
-
-    match: str | None = None
-    times: int = 0
-
-
-@dataclass
 class SweepConfig:
     """One ablation sweep at one scale."""
 
@@ -115,7 +107,6 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    inject_failures: list[FailureInjection] = field(default_factory=list)  # test hook, see FailureInjection
     verbose: bool = False
     """The full stream (Ray, Tune, the trials' output) on the console (`-v`) rather than in
     `<sweep>/sweep.log` behind a progress display (progress.py)."""

@@ -149,7 +149,7 @@ class SweepProgress:
         self.failed: set[str] = set()
         self.running: dict[str, float] = {}  # key -> start (monotonic) of its running attempt
         self.pending = 0
-        self.kind: dict[str, str] = {}  # key -> its work ("module:function")
+        self.kind: dict[str, str] = {}  # key -> its work function ("module:qualname")
         self.durations: dict[str, list[float]] = {}  # work -> durations of its finished trials
         self.max_running = 1
         self.scores: dict[str, list[float]] = {}  # variant -> Content of its finished trials
@@ -158,11 +158,12 @@ class SweepProgress:
         self._last_refresh = 0.0
 
     # ------------------------------------------------------------------ stages (runner side)
-    def begin_stage(self, name: str, specs: list[dict], index: int, n_stages: int) -> None:
+    def begin_stage(self, name: str, specs: list, index: int, n_stages: int) -> None:
+        """A stage of `specs` (`TrialSpec`s) starts."""
         self.stage, self.n_stages = name, n_stages
         self.total += len(specs)
         for s in specs:
-            self.kind[s["key"]] = str(s.get("work", ""))
+            self.kind[s.key] = s.work_name
         self._seen_stage = False
         if self.console.tty and not self.console.verbose and self.console.bar is None:
             from tqdm import tqdm

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -31,6 +30,7 @@ from lmp_model.tracking import artifact_url
 from . import table as tbl
 from .config import REPO_ROOT, SweepConfig, repo_path
 from .progress import SweepConsole, SweepProgress
+from .spec import SweepContext, TrialSpec
 from .tracking import TRIAL_TAG, child_runs, ensure_experiment, git_commit, reopen_parent, start_parent
 from .tracking import tracking_uri as resolve_uri
 
@@ -42,7 +42,7 @@ class Stage:
     """A set of trials run by one Tuner. `specs` may depend on the rows of earlier stages."""
 
     name: str
-    specs: list[dict] | Callable[[dict[str, list[dict]]], list[dict]]
+    specs: list[TrialSpec] | Callable[[dict[str, list[dict]]], list[TrialSpec]]
     in_table: bool = True
 
 
@@ -107,6 +107,12 @@ def loopback_only_ray() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at import time: the driver may have imported ray already
 
 
+def worker_modules() -> list[str]:
+    """What Ray ships to its workers (runtime_env `py_modules`): the `_sweep` package and the scripts'
+    modules beside it (a recipe's work may import one, e.g. compare_recipes -> pretrain_m2s)."""
+    return [str(EXPERIMENTS_DIR / "_sweep"), *(str(p) for p in sorted(EXPERIMENTS_DIR.glob("*.py")))]
+
+
 def init_ray(cfg: SweepConfig) -> bool:
     """Connect to `ray.address` / $RAY_ADDRESS, else start a local Ray that listens on 127.0.0.1 only.
     True if we started it."""
@@ -114,9 +120,9 @@ def init_ray(cfg: SweepConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    pypath = os.pathsep.join(p for p in [str(EXPERIMENTS_DIR), os.environ.get("PYTHONPATH", "")] if p)
     runtime_env = {
-        "env_vars": {"PYTHONPATH": pypath, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        "py_modules": worker_modules(),
+        "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
     }
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -139,7 +145,7 @@ def _trial_name(trial) -> str:
 
 
 def _run_stage(
-    stage: str, specs: list[dict], ctx: dict, cfg: SweepConfig, sweep_dir: Path
+    stage: str, specs: list[TrialSpec], ctx: SweepContext, cfg: SweepConfig, sweep_dir: Path
 ) -> dict[str, dict]:
     """Fit (or resume) one stage; returns {key: {"status", "error", "metrics"}} as Tune saw it."""
     from ray import tune
@@ -147,7 +153,12 @@ def _run_stage(
     from .progress import ProgressCallback
     from .trial import run_trial
 
-    trainable = tune.with_resources(run_trial, {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial})
+    # the typed specs and context reach the trials whole (Tune would put placeholders for objects in
+    # param_space); param_space holds each spec's JSON record, which Tune shows and saves for resuming
+    with_specs = tune.with_parameters(run_trial, specs={s.key: s for s in specs}, sweep=ctx)
+    trainable = tune.with_resources(
+        with_specs, {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
+    )
     storage = sweep_dir / "tune"
     path = storage / stage
     if tune.Tuner.can_restore(str(path)):
@@ -157,7 +168,7 @@ def _run_stage(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(specs), "sweep": ctx},
+            param_space={"trial": tune.grid_search([s.to_dict() for s in specs])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.ray.max_concurrent_trials or None,
                 reuse_actors=False,
@@ -196,11 +207,11 @@ def _error_text(err: BaseException) -> str:
 
 
 def _rows_for(
-    stage_specs: list[dict], seen: dict[str, dict], runs_by_key: dict[str, list], commit: str, sweep_dir: Path
+    stage_specs: list[TrialSpec], seen: dict[str, dict], runs_by_key: dict, commit: str, sweep_dir: Path
 ) -> list:
     rows = []
     for spec in stage_specs:
-        key = spec["key"]
+        key = spec.key
         info = seen.get(key, {"status": "unfinished", "error": ""})
         runs = runs_by_key.get(key, [])
         last = runs[-1] if runs else None
@@ -208,9 +219,9 @@ def _rows_for(
         metrics.update({k: v for k, v in info.get("metrics", {}).items() if isinstance(v, int | float)})
         rows.append(
             {
-                "order": spec["order"],
-                "variant": spec["variant"],
-                "seed": spec["seed"],
+                "order": spec.order,
+                "variant": spec.variant,
+                "seed": spec.seed,
                 "key": key,
                 "status": info["status"],
                 "error": info.get("error", ""),
@@ -231,7 +242,6 @@ def run_sweep(
     stages: list[Stage],
     cfg: SweepConfig,
     *,
-    ctx_extra: dict[str, Any] | None = None,
     data: dict[str, str] | None = None,
     label_columns: list[str] | None = None,
     columns: dict[str, dict[str, str]] | None = None,
@@ -246,7 +256,7 @@ def run_sweep(
 
     console = SweepConsole(verbose=cfg.verbose)
     try:
-        return _run_sweep(table, title, stages, cfg, console, ctx_extra, data, label_columns, columns, resume)
+        return _run_sweep(table, title, stages, cfg, console, data, label_columns, columns, resume)
     except BaseException as e:
         if console.redirected:
             traceback.print_exc()  # into the log
@@ -268,7 +278,6 @@ def _run_sweep(
     stages: list[Stage],
     cfg: SweepConfig,
     console: SweepConsole,
-    ctx_extra: dict[str, Any] | None,
     data: dict[str, str] | None,
     label_columns: list[str] | None,
     columns: dict[str, dict[str, str]] | None,
@@ -287,7 +296,7 @@ def _run_sweep(
         _say_log(console, title, cfg, sweep_dir)
         state = json.loads((sweep_dir / "sweep.json").read_text())
         experiment_id, parent, uri = state["experiment_id"], state["parent_run_id"], state["tracking_uri"]
-        ctx = state["ctx"]  # the same data, stores and settings as the interrupted run
+        ctx = SweepContext.from_dict(state["ctx"])  # the same data, stores and settings as before
         reopen_parent(uri, parent)
         console.line(f"[sweep] resuming {sweep_dir} (parent run {parent})")
     else:
@@ -307,29 +316,27 @@ def _run_sweep(
             },
             {"scale": cfg.scale, "seeds": cfg.seeds, "config": json.dumps(dataclasses.asdict(cfg))},
         )
-        ctx = {
-            "sweep_dir": str(sweep_dir),
-            "tracking_uri": uri,
-            "experiment_id": experiment_id,
-            "parent_run_id": parent,
-            "git_commit": commit,
-            "scale": cfg.scale,
-            "repo_root": str(REPO_ROOT),
-            "experiment_name": cfg.mlflow.experiment,
-            "cpus_per_trial": cfg.ray.cpus_per_trial,
-            "pretrain_config": str(repo_path(cfg.pretrain_config)),
-            "pretrain_overrides": list(cfg.pretrain_overrides),
-            "probe": dataclasses.asdict(cfg.probe),
-            "inject_failures": [dataclasses.asdict(i) for i in _injections(cfg)],
-            "data": data or {},
-            **(ctx_extra or {}),
-        }
+        ctx = SweepContext(
+            sweep_dir=str(sweep_dir),
+            tracking_uri=uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent,
+            git_commit=commit,
+            scale=cfg.scale,
+            repo_root=str(REPO_ROOT),
+            experiment_name=cfg.mlflow.experiment,
+            cpus_per_trial=cfg.ray.cpus_per_trial,
+            pretrain_config=str(repo_path(cfg.pretrain_config)),
+            pretrain_overrides=list(cfg.pretrain_overrides),
+            probe=dataclasses.replace(cfg.probe),
+            data=dict(data or {}),
+        )
         state = {
             "table": table,
             "tracking_uri": uri,
             "experiment_id": experiment_id,
             "parent_run_id": parent,
-            "ctx": ctx,
+            "ctx": ctx.to_dict(),
         }
         atomic_write(sweep_dir / "sweep.json", json.dumps(state, indent=1))
     started = init_ray(cfg)
@@ -342,8 +349,6 @@ def _run_sweep(
     try:
         for n_stage, stage in enumerate(stages):
             specs = stage.specs(rows_by_stage) if callable(stage.specs) else stage.specs
-            for i, s in enumerate(specs):
-                s.setdefault("order", i)
             if not specs:
                 rows_by_stage[stage.name] = []
                 continue
@@ -401,18 +406,6 @@ def _say_log(console: SweepConsole, title: str, cfg: SweepConfig, sweep_dir: Pat
     console.line(f"[sweep] {title} at scale {cfg.scale}: {sweep_dir}")
     if console.log_path is not None:
         console.line(f"[sweep] Ray, Tune and trial output: {console.log_path} (-v: on the console)")
-
-
-def _injections(cfg: SweepConfig) -> list:
-    """`inject_failures` from the config, plus $LMP_SWEEP_INJECT_FAILURE=match:times (test hook)."""
-    from .config import FailureInjection
-
-    out = list(cfg.inject_failures)
-    env = os.environ.get("LMP_SWEEP_INJECT_FAILURE")
-    if env:
-        match, _, times = env.partition(":")
-        out.append(FailureInjection(match=match, times=int(times or 1)))
-    return out
 
 
 def _close_stale_children(client: MlflowClient, uri: str, exp: str, parent: str, final: bool) -> None:

@@ -38,7 +38,7 @@ SCRATCH_NA = "n/a: the scratch row trains one model per LVU task; there is no on
 
 
 def enabled(ctx) -> bool:
-    return bool(ctx.sweep["probe"].get("transfer"))
+    return bool(ctx.sweep.probe.transfer)
 
 
 def labels_dir(data: dict[str, Any]) -> str | None:
@@ -67,12 +67,12 @@ def run(ctx, model, features: list[str], no_pretrain: str | None = None, **kw) -
 
     from .work import probe_seed
 
-    probe = ctx.sweep["probe"]
+    probe = ctx.sweep.probe
     if no_pretrain == "scratch":
         na = dict.fromkeys((c[1] for c in COLUMNS), SCRATCH_NA)
         mlflow.set_tag("transfer.na", _na_text(na))
         return {NA_KEY: _na_text(na)}
-    root = labels_dir(ctx.sweep["data"])
+    root = labels_dir(ctx.sweep.data)
     if root is None:
         why = "n/a: no transfer labels (data.transfer_labels)"
         mlflow.set_tag("transfer.na", why)
@@ -89,18 +89,18 @@ def run(ctx, model, features: list[str], no_pretrain: str | None = None, **kw) -
         args = {"model_config": kw.get("model_config"), "init_seed": int(kw.get("init_seed") or 0)}
     if kw.get("k") is not None:
         args["k"] = int(kw["k"])
-    pcfg = BenchProbeConfig(**(probe.get("transfer_probe") or {}))
+    pcfg = BenchProbeConfig(**(probe.transfer_probe or {}))
     t0 = time.perf_counter()
     res = evaluate_transfer(
         model,
-        ctx.sweep["data"]["eval_store"],
+        ctx.sweep.data["eval_store"],
         root,
-        tasks=probe.get("transfer_tasks"),
+        tasks=probe.transfer_tasks,
         seeds=[probe_seed(ctx)],
         probe=pcfg,
         features="+".join(shot_features),
-        threads=max(1, int(ctx.sweep.get("cpus_per_trial") or 1)),
-        **{**args, **(probe.get("transfer_overrides") or {})},
+        threads=ctx.sweep.threads,
+        **{**args, **(probe.transfer_overrides or {})},
     )
     wall = time.perf_counter() - t0
     summary = {(r["task"], r["metric"]): r["mean"] for r in res.summary().iter_rows(named=True)}

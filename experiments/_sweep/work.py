@@ -1,4 +1,4 @@
-"""What a trial does (the `work` of a trial spec): pretraining + LVU probe, pretraining only, probe only.
+"""What a trial does (the `work` function of a `TrialSpec`): pretraining + LVU probe, pretraining only, probe only.
 
 Pretraining goes through the same code path as `lmp-pretrain` (`lmp_model.pretrain.run`, DeepSpeed
 engine at world size 1; it picks a free rendezvous port itself, so concurrent trials never collide)
@@ -41,7 +41,7 @@ NOTE_TAG = "mlflow.note.content"  # a run's Description in the MLflow UI
 
 def curve_every(ctx: TrialContext) -> int:
     """Pretraining steps between the points of the trial's probe-over-training curve (0: no curve)."""
-    return max(0, int(ctx.sweep["probe"].get("curve_every") or 0))
+    return max(0, int(ctx.sweep.probe.curve_every or 0))
 
 
 def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] = (), track: bool = True):
@@ -51,25 +51,24 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] =
     earlier stage; the trial's child run is its last pretraining's)."""
     from lmp_model.pretrain import load_pretrain_config, run
 
-    seed = int(ctx.spec["seed"])
+    seed = int(ctx.spec.seed)
     overrides = [
-        *ctx.sweep["pretrain_overrides"],
-        *ctx.spec.get("pretrain_overrides", []),
+        *ctx.sweep.pretrain_overrides,
+        *ctx.spec.pretrain_overrides,
         f"train.seed={seed}",
         f"name={ctx.key}",
         f"train.out_dir={ctx.dir}",
-        f"data.store={ctx.sweep['data']['store']}",
+        f"data.store={ctx.sweep.data['store']}",
     ]
     if snapshots and curve_every(ctx):
         overrides.append(f"train.snapshot_every={curve_every(ctx)}")
     overrides += list(extra)
-    cfg = load_pretrain_config(ctx.sweep["pretrain_config"], overrides)
-    threads = int(ctx.sweep.get("cpus_per_trial") or 1)
-    cfg.train.threads = max(1, threads)
+    cfg = load_pretrain_config(ctx.sweep.pretrain_config, overrides)
+    cfg.train.threads = ctx.sweep.threads
     cfg.mlflow.enabled = track
-    cfg.mlflow.tracking_uri = ctx.sweep["tracking_uri"]
-    cfg.mlflow.experiment = ctx.sweep["experiment_name"]
-    cfg.mlflow.parent_run_id = ctx.sweep["parent_run_id"]
+    cfg.mlflow.tracking_uri = ctx.sweep.tracking_uri
+    cfg.mlflow.experiment = ctx.sweep.experiment_name
+    cfg.mlflow.parent_run_id = ctx.sweep.parent_run_id
     cfg.mlflow.run_name = ctx.run_name
     cfg.mlflow.tags = {**cfg.mlflow.tags, **ctx.run_tags()}
     cfg.mlflow.log_weights = True
@@ -77,33 +76,38 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] =
     if track and not result.mlflow_run_id:
         raise RuntimeError(
             f"trial {ctx.key}: pretraining finished without an MLflow run (tracking store "
-            f"{ctx.sweep['tracking_uri']} unreachable?); the sweep needs one child run per trial"
+            f"{ctx.sweep.tracking_uri} unreachable?); the sweep needs one child run per trial"
         )
     return result
 
 
+def probe_features(ctx: TrialContext) -> list[str]:
+    """The features the trial probes: its spec's, else the sweep's `probe.features`."""
+    return list(ctx.spec.features or ctx.sweep.probe.features)
+
+
 def probe_seed(ctx: TrialContext) -> int:
     """The trial's probe seed: its pretraining seed + `probe.seed_offset` (the spec may set its own)."""
-    if ctx.spec.get("probe_seed") is not None:
-        return int(ctx.spec["probe_seed"])
-    return int(ctx.spec["seed"]) + int(ctx.sweep["probe"].get("seed_offset", 1000))
+    if ctx.spec.probe_seed is not None:
+        return int(ctx.spec.probe_seed)
+    return int(ctx.spec.seed) + int(ctx.sweep.probe.seed_offset)
 
 
 def _probe(ctx: TrialContext, model, features: list[str], **kw) -> dict[str, float]:
     """LVU linear probes on the frozen model's time-averaged features; group averages + per task."""
     from lmp_bench import evaluate_lvu
 
-    probe = ctx.sweep["probe"]
-    data = ctx.sweep["data"]
+    probe = ctx.sweep.probe
+    data = ctx.sweep.data
     res = evaluate_lvu(
         model,
         data["eval_store"],
         data["labels"],
         features=features,
-        tasks=probe.get("tasks"),
+        tasks=probe.tasks,
         seeds=[probe_seed(ctx)],
-        threads=max(1, int(ctx.sweep.get("cpus_per_trial") or 1)),
-        **{**kw, **(probe.get("overrides") or {})},
+        threads=ctx.sweep.threads,
+        **{**kw, **(probe.overrides or {})},
     )
     groups = res.group_means(kw.get("method"))
     out = {g: float(groups[g]) for g in GROUP_KEYS if g in groups}
@@ -153,7 +157,7 @@ def _probe_curve(ctx: TrialContext, result, features: list[str], **kw) -> list[d
 
 
 def _run_link(ctx: TrialContext, run_id: str) -> str:
-    return f"#/experiments/{ctx.sweep['experiment_id']}/runs/{run_id}?workflowType=machine_learning"
+    return f"#/experiments/{ctx.sweep.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def _describe(
@@ -169,15 +173,15 @@ def _describe(
     over pretraining (its points; the charts are under Model metrics -> probe), then what the
     pretraining run wrote there (loss per term beside its chance level). Never raises."""
     try:
-        client = mlflow.MlflowClient(ctx.sweep["tracking_uri"])
+        client = mlflow.MlflowClient(ctx.sweep.tracking_uri)
         before = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
         score = ", ".join(
             f"{g.capitalize()} {metrics[g]:.{3 if g == 'user' else 2}f}" for g in GROUP_KEYS if g in metrics
         )
         lines = [
-            f"**{ctx.spec['variant']}**, seed {ctx.spec['seed']} (probe seed {probe_seed(ctx)}), trial "
-            f"`{ctx.key}` attempt {ctx.attempt} of sweep run [{ctx.sweep['parent_run_id']}]"
-            f"({_run_link(ctx, ctx.sweep['parent_run_id'])})",
+            f"**{ctx.spec.variant}**, seed {ctx.spec.seed} (probe seed {probe_seed(ctx)}), trial "
+            f"`{ctx.key}` attempt {ctx.attempt} of sweep run [{ctx.sweep.parent_run_id}]"
+            f"({_run_link(ctx, ctx.sweep.parent_run_id)})",
             "",
             f"**LVU probe** ({'+'.join(features)}): {score}.",
         ]
@@ -208,9 +212,8 @@ def pretrain_and_probe(ctx: TrialContext) -> dict[str, Any]:
     from lmp_model.export import load_pretrained
 
     result = _pretrain(ctx, snapshots=True)
-    features = list(ctx.spec.get("features") or ctx.sweep["probe"]["features"])
+    features = probe_features(ctx)
     with ctx.start_child_run(run_id=result.mlflow_run_id) as run:
-        ctx.maybe_fail("probe")
         curve = _probe_curve(ctx, result, features)
         model = load_pretrained(result.export_dir)
         metrics = _probe(ctx, model, features)
@@ -223,9 +226,7 @@ def pretrain_and_probe(ctx: TrialContext) -> dict[str, Any]:
 def pretrain_only(ctx: TrialContext) -> dict[str, Any]:
     """Table 3, stage 1: the one pretrained model whose features the probe trials compare."""
     result = _pretrain(ctx)
-    with ctx.start_child_run(run_id=result.mlflow_run_id) as run:
-        ctx.maybe_fail("export")
-    return {"child_run_id": run.info.run_id, "export_dir": str(result.export_dir)}
+    return {"child_run_id": result.mlflow_run_id, "export_dir": str(result.export_dir)}
 
 
 def _no_pretrain_kw(ctx: TrialContext, mode: str) -> dict[str, Any]:
@@ -237,35 +238,35 @@ def _no_pretrain_kw(ctx: TrialContext, mode: str) -> dict[str, Any]:
     from lmp_bench.scratch import ScratchConfig
     from lmp_model.pretrain import load_pretrain_config
 
-    cfg = load_pretrain_config(ctx.sweep["pretrain_config"], [*ctx.sweep["pretrain_overrides"]])
+    cfg = load_pretrain_config(ctx.sweep.pretrain_config, [*ctx.sweep.pretrain_overrides])
     kw: dict[str, Any] = {
         "no_pretrain": mode,
         "method": NO_PRETRAIN[mode],
         "model_config": cfg.model,
         "k": cfg.data.k,
-        "init_seed": int(ctx.spec["seed"]),
+        "init_seed": int(ctx.spec.seed),
     }
     if mode == "scratch":
-        sc = OmegaConf.merge(OmegaConf.structured(ScratchConfig), ctx.sweep["probe"].get("scratch") or {})
+        sc = OmegaConf.merge(OmegaConf.structured(ScratchConfig), ctx.sweep.probe.scratch or {})
         kw["scratch"] = OmegaConf.to_object(sc)
-        kw["scratch"].threads = max(1, int(ctx.sweep.get("cpus_per_trial") or 1))
+        kw["scratch"].threads = ctx.sweep.threads
     return kw
 
 
 def probe_only(ctx: TrialContext) -> dict[str, Any]:
     """No-pretraining row (Table 1) or a feature combination of one pretrained model (Table 3)."""
+    from lmp_bench.api import NO_PRETRAIN
     from lmp_model.export import load_pretrained
 
-    features = list(ctx.spec.get("features") or ctx.sweep["probe"]["features"])
+    features = probe_features(ctx)
     with ctx.start_child_run() as run:
-        mlflow.log_params({"trial.variant": ctx.spec["variant"], "trial.seed": ctx.spec["seed"]})
-        ctx.maybe_fail("probe")
+        mlflow.log_params({"trial.variant": ctx.spec.variant, "trial.seed": ctx.spec.seed})
         kw: dict[str, Any] = {}
         extra = ""
-        if ctx.spec.get("from_export"):
-            mlflow.log_param("pretrained_from", ctx.spec["from_export"])
-            model = load_pretrained(ctx.spec["from_export"])
-            source = _pretrain_run_of(ctx.spec["from_export"])
+        if ctx.spec.from_export:
+            mlflow.log_param("pretrained_from", ctx.spec.from_export)
+            model = load_pretrained(ctx.spec.from_export)
+            source = _pretrain_run_of(ctx.spec.from_export)
             if source:  # its loss curves live on the pretraining run: a link, not a copy
                 mlflow.set_tag("lmp.pretrain_run_id", source)
                 extra = (
@@ -273,10 +274,10 @@ def probe_only(ctx: TrialContext) -> dict[str, Any]:
                     "(its loss curves and per-term chance levels are there)."
                 )
         else:
-            mode = ctx.spec.get("no_pretrain", "random_init")
-            if mode not in ("random_init", "base", "scratch"):
+            mode = ctx.spec.no_pretrain or "random_init"
+            if mode not in NO_PRETRAIN:
                 raise ValueError(
-                    f"trial {ctx.key}: no_pretrain must be 'random_init', 'base' or 'scratch', got {mode!r}"
+                    f"trial {ctx.key}: no_pretrain must be one of {list(NO_PRETRAIN)}, not {mode!r}"
                 )
             mlflow.log_param("no_pretrain", mode)
             model, kw = None, _no_pretrain_kw(ctx, mode)

@@ -2,7 +2,8 @@
 
 It runs the real script (`experiments/ablate_losses.py --scale smoke`): local Ray, DeepSpeed
 pretraining, LVU probes, an MLflow parent run and child runs. The "none-random" trial is made to fail once
-(the failure-injection hook), so its retry is part of the same sweep.
+(`flaky_ablate_losses.py`: the script with that trial's work wrapped to fail), so its retry is part of the
+same sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
 from sweep_helpers import run_script, sweep_args  # noqa: E402
 
@@ -38,10 +40,7 @@ class SmokeSweep:
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory) -> SmokeSweep:
     root = tmp_path_factory.mktemp("smoke_sweep")
-    proc = run_script(
-        "ablate_losses.py",
-        [*sweep_args(root, "smoke-losses"), "inject_failures=[{match: none-random, times: 1}]"],
-    )
+    proc = run_script(str(HERE / "flaky_ablate_losses.py"), sweep_args(root, "smoke-losses"))
     (root / "stdout.txt").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
         pytest.fail(f"smoke sweep exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -12,6 +12,7 @@ PY = REPO / ".venv" / "bin" / "python"
 
 
 def run_script(script: str, args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run `experiments/<script>` (or the script at an absolute path) with the repo's Python."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     return subprocess.run(
         [str(PY if PY.exists() else sys.executable), str(REPO / "experiments" / script), *args],

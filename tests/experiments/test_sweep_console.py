@@ -17,6 +17,7 @@ EXPERIMENTS = HERE.parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 
 from _sweep import progress as prog  # noqa: E402
+from _sweep.spec import TrialSpec  # noqa: E402
 
 SCRIPT = textwrap.dedent(
     """
@@ -72,8 +73,16 @@ class Clock:
         return self.t
 
 
+def probe_only(ctx):  # stand-ins: the progress display tells trials' work functions apart (ETA)
+    return {}
+
+
+def pretrain_and_probe(ctx):
+    return {}
+
+
 def _trial(key, variant, status="PENDING", result=None, error_file=None):
-    spec = {"key": key, "variant": variant}
+    spec = TrialSpec(key=key, variant=variant, seed=0, work=probe_only).to_dict()  # Tune's trial.config
     return SimpleNamespace(
         config={"trial": spec}, status=status, last_result=result or {}, pickled_error_file=None,
         error_file=error_file,
@@ -82,10 +91,10 @@ def _trial(key, variant, status="PENDING", result=None, error_file=None):
 
 def _specs():
     return [
-        {"key": "base-s0", "variant": "Base", "work": "w:probe_only"},
-        {"key": "base-s1", "variant": "Base", "work": "w:probe_only"},
-        {"key": "full-s0", "variant": "Full", "work": "w:pretrain_and_probe"},
-        {"key": "full-s1", "variant": "Full", "work": "w:pretrain_and_probe"},
+        TrialSpec(key="base-s0", variant="Base", seed=0, work=probe_only),
+        TrialSpec(key="base-s1", variant="Base", seed=1, work=probe_only),
+        TrialSpec(key="full-s0", variant="Full", seed=0, work=pretrain_and_probe),
+        TrialSpec(key="full-s1", variant="Full", seed=1, work=pretrain_and_probe),
     ]
 
 
@@ -96,7 +105,7 @@ def test_progress_lines_eta_and_best_row(tmp_path, monkeypatch):
     console.out, console.tty = io.StringIO(), False
     p = prog.SweepProgress(console, "Table 1")
     p.begin_stage("trials", _specs(), 0, 1)
-    trials = [_trial(s["key"], s["variant"]) for s in _specs()]
+    trials = [_trial(s.key, s.variant) for s in _specs()]
     trials[0].status = trials[2].status = "RUNNING"
     p.step(trials)
     assert p.eta() is None and "ETA ?" in p.summary()  # nothing finished: no estimate yet
@@ -118,7 +127,7 @@ def test_progress_lines_eta_and_best_row(tmp_path, monkeypatch):
     # base-s1 running for 30 s of an expected 10 (counts 10 %), full-s1 waiting (40 s), 2 at once
     assert p.eta() == pytest.approx((1 + 40) / 2)
     err = tmp_path / "error.txt"
-    err.write_text("Failure # 1\nTraceback ...\n_sweep.trial.InjectedFailure: injected failure in full-s1\n")
+    err.write_text("Failure # 1\nTraceback ...\nstandin_work.InjectedFailure: injected failure in full-s1\n")
     p.recovering(_trial("full-s1", "Full", error_file=str(err)))
     p.errored(_trial("base-s1", "Base", error_file=str(err)))
     p.end()
@@ -132,9 +141,9 @@ def test_progress_lines_eta_and_best_row(tmp_path, monkeypatch):
     assert lines[3].endswith("best so far: Full (content 50.00)")
     assert (
         lines[4]
-        == "[2/4] ↻ full-s1  attempt failed, retrying: _sweep.trial.InjectedFailure: injected failure in full-s1"
+        == "[2/4] ↻ full-s1  attempt failed, retrying: standin_work.InjectedFailure: injected failure in full-s1"
     )
-    assert lines[6].startswith("[3/4] ✗ base-s1  failed: _sweep.trial.InjectedFailure")
+    assert lines[6].startswith("[3/4] ✗ base-s1  failed: standin_work.InjectedFailure")
     assert "2/4 done" not in lines[7] and "3/4 done, " in lines[7] and "1 failed" in lines[7]
     assert "\x1b" not in out and "\r" not in out  # plain lines: no control codes
 

@@ -13,32 +13,34 @@ pytestmark = pytest.mark.slow  # ~1 min idle; Ray worker start-up dominates (6 m
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "experiments"))
+sys.path.insert(0, str(HERE))
 
+import standin_work  # noqa: E402
 from _sweep.config import load_sweep_config  # noqa: E402
 from _sweep.runner import Stage, run_sweep  # noqa: E402
+from _sweep.spec import TrialSpec  # noqa: E402
+
+# beta fails once (retried, then fine); gamma-s1 fails every time (reported failed)
+FAIL_TIMES = {"beta-s0": 1, "beta-s1": 1, "gamma-s1": 9}
 
 
 def _specs(seeds):
     out = []
     for i, (slug, score) in enumerate([("alpha", 10.0), ("beta", 20.0), ("gamma", 30.0)]):
         for seed in seeds:
+            key = f"{slug}-s{seed}"
+            params = {"score": score, "fail_times": FAIL_TIMES.get(key, 0)}
             out.append(
-                {
-                    "key": f"{slug}-s{seed}",
-                    "slug": slug,
-                    "variant": slug,
-                    "seed": seed,
-                    "order": i,
-                    "score": score,
-                    "work": "standin_work:run",
-                }
+                TrialSpec(
+                    key=key, slug=slug, variant=slug, seed=seed, order=i, work=standin_work.run, params=params
+                )
             )
     return out
 
 
 def test_sweep_retries_reports_failures_and_writes_table(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("PYTHONPATH", str(HERE))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    standin_work.ship_by_value()  # the workers do not have tests/ on their path
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_sweep_config(
         "smoke",
@@ -49,8 +51,6 @@ def test_sweep_retries_reports_failures_and_writes_table(tmp_path, monkeypatch, 
             "ray.num_cpus=2",
             "ray.max_failures=1",
             "ray.verbose=0",
-            # beta fails once (retried, then fine); gamma-s1 fails every time (reported failed).
-            "inject_failures=[{match: beta, times: 1}, {match: gamma-s1, times: 9}]",
             "verbose=true",  # -v: the full stream stays on the console, no sweep.log
         ],
     )

@@ -13,7 +13,9 @@ sys.path.insert(0, str(EXP))
 import ablate_losses  # noqa: E402
 import make_results  # noqa: E402
 from _sweep import table as tbl  # noqa: E402
+from _sweep import work  # noqa: E402
 from _sweep.config import load_sweep_config  # noqa: E402
+from _sweep.spec import SweepContext  # noqa: E402
 from _sweep.trial import TrialContext  # noqa: E402
 from _sweep.work import probe_seed  # noqa: E402
 
@@ -22,24 +24,24 @@ def test_table1_has_three_labelled_no_pretraining_rows():
     cfg = load_sweep_config("default")
     stages, columns = ablate_losses.build(cfg, None)
     specs = stages[0].specs
-    modes = {s["variant"]: s.get("no_pretrain") for s in specs if s["work"].endswith("probe_only")}
+    modes = {s.variant: s.no_pretrain for s in specs if s.work is work.probe_only}
     assert modes == {
         "No pretraining: base features": "base",
         "No pretraining: frozen random init": "random_init",
         "No pretraining: scratch (supervised)": "scratch",
     }
-    assert {s["seed"] for s in specs} == set(cfg.seeds)
+    assert {s.seed for s in specs} == set(cfg.seeds)
 
 
 def test_probe_seed_differs_from_pretraining_seed_and_is_shared_by_rows():
     cfg = load_sweep_config("default")
-    sweep = {"probe": {"seed_offset": cfg.probe.seed_offset}}
+    sweep = SweepContext(probe=cfg.probe)
     stages, _ = ablate_losses.build(cfg, None)
     by_seed: dict[int, set[int]] = {}
     for spec in stages[0].specs:
         p = probe_seed(TrialContext(spec=spec, sweep=sweep, attempt=1, dir=Path(".")))
-        assert p != spec["seed"] and p == spec["seed"] + 1000
-        by_seed.setdefault(spec["seed"], set()).add(p)
+        assert p != spec.seed and p == spec.seed + 1000
+        by_seed.setdefault(spec.seed, set()).add(p)
     assert all(len(ps) == 1 for ps in by_seed.values())  # every row: the same probe seed per trial seed
 
 
