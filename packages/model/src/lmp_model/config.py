@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -319,17 +320,21 @@ def load_model_config(path: str | Path | None = None, overrides: Sequence[str] =
     Unknown keys and wrongly typed values raise with the offending key named (OmegaConf structured
     config); out-of-range values raise ValueError from `validate_model_config`.
     """
-    schema = OmegaConf.structured(ModelConfig)
-    parts = [schema]
+    return load_structured(ModelConfig, path, overrides, "model")
+
+
+def load_structured(schema: type, path: str | Path | None, overrides: Sequence[str], what: str) -> Any:
+    """The dataclass `schema` filled from an optional YAML file, then `key=value` overrides (OmegaConf
+    structured: unknown keys and wrong types raise naming the key). `what` names the file in errors."""
+    parts = [OmegaConf.structured(schema)]
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"model config {path}: no such file")
+            raise FileNotFoundError(f"{what} config {path}: no such file")
         parts.append(OmegaConf.load(path))
     if overrides:
         parts.append(OmegaConf.from_dotlist(list(overrides)))
-    merged = OmegaConf.merge(*parts)
-    return OmegaConf.to_object(merged)
+    return OmegaConf.to_object(OmegaConf.merge(*parts))
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict:

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lmp_data.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -288,9 +290,7 @@ class Tracker:
                 self._journal[k] = v
         self._journal["lost"] = self.lost or self._journal.get("lost")  # kept until a sync uploads the rest
         try:
-            tmp = self.journal.with_name(self.journal.name + ".tmp")
-            tmp.write_text(json.dumps(self._journal, indent=1, sort_keys=True))
-            os.replace(tmp, self.journal)
+            atomic_write(self.journal, json.dumps(self._journal, indent=1, sort_keys=True))
         except OSError as e:
             log.warning("could not write the MLflow journal %s: %s", self.journal, e)
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from lmp_data.files import atomic_write
+
 from .config import GENERATOR_VERSION, DemoConfig
 from .generate import CAMERA_MOTIONS, SHOT_SIZES, Demo, generate
 from .labels import write_lvu
@@ -206,9 +208,7 @@ def build_into(root: Path, cfg: DemoConfig, size: str = "", write_threads: int =
         },
         "seconds": {"generate": round(t_gen, 2), "total": round(time.perf_counter() - t0, 2)},
     }
-    tmp = root / ".demo.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, root / "demo.json")  # last: marks the build complete
+    atomic_write(root / "demo.json", json.dumps(info, indent=2))  # last: marks the build complete
     return info
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmp_data.files import atomic_write
+
 SAMPLE_RATE = 16000
 WORDS = (
     "the night train leaves at dawn and nobody knows why she came back to the old house by the river "
@@ -137,9 +139,7 @@ def write_movie(
     srt = None
     if subtitles:
         srt = path.with_suffix(".srt")
-        tmp_srt = srt.with_name(f".tmp-{srt.name}")
-        cues.save(str(tmp_srt), format_="srt")
-        os.replace(tmp_srt, srt)
+        atomic_write(srt, lambda tmp: cues.save(str(tmp), format_="srt"))
     return {"video": path, "srt": srt, "cuts": bounds[1:-1].tolist(), "speech": spoken}
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmp_data.files import atomic_write
+
 JOURNAL = "mlflow.json"
 METRICS = "metrics.jsonl"
 FILE_ARTIFACTS = ("config.yaml", "loss_curve.png")
@@ -167,9 +169,7 @@ def sync_run(run_dir: str | Path, tracking_uri: str | None = None) -> dict[str, 
         client.set_terminated(run_id, status=status)
 
     journal.update(run_id=run_id, lost=None, synced={"tracking_uri": uri, "time": time.time()})
-    tmp = run_dir / (JOURNAL + ".tmp")
-    tmp.write_text(json.dumps(journal, indent=1, sort_keys=True))
-    os.replace(tmp, run_dir / JOURNAL)
+    atomic_write(run_dir / JOURNAL, json.dumps(journal, indent=1, sort_keys=True))
     return {
         "run_dir": str(run_dir),
         "tracking_uri": uri,

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from lmp_model.config import ModelConfig
+from lmp_model.config import ModelConfig, load_structured
 from lmp_model.model import LMP
 from lmp_model.recipes.base import LMP_FEATURES, Recipe, RecipeOutput
 from lmp_model.recipes.hssl import HSSL, HSSLConfig
@@ -64,15 +64,7 @@ def build_recipe(name: str, cfg: Any, dims: Mapping[str, int]) -> nn.Module:
 def load_recipe_config(name: str, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
     """The recipe's typed config from an optional YAML plus `key=value` overrides (OmegaConf structured:
     unknown keys and wrong types raise naming the key; ranges are checked by the dataclass)."""
-    parts = [OmegaConf.structured(_spec(name).config)]
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{name} config {p}: no such file")
-        parts.append(OmegaConf.load(p))
-    if overrides:
-        parts.append(OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_object(OmegaConf.merge(*parts))
+    return load_structured(_spec(name).config, path, overrides, name)
 
 
 def recipe_config_to_dict(cfg: Any) -> dict:

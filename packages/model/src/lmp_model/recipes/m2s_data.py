@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmp_data.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("movie_a", "start_a", "movie_b", "start_b", "score")
@@ -313,9 +315,7 @@ def train_data(
         _, similar = movie_similarity_of(mem, ids, cfg.movie)
         pairs = mine_pairs(model, mem, ids, similar)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pairs.write_parquet(tmp)
-        tmp.replace(path)
+        atomic_write(path, pairs.write_parquet)
         info = {
             "movies": len(ids),
             "similar_movie_pairs": int(np.triu(similar, 1).sum()),
