@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -91,21 +92,11 @@ def _env() -> dict[str, str]:
 
 
 def _descendants(pid: int) -> list[int]:
-    """Pids below `pid` (from /proc): torchrun starts its ranks in their own sessions."""
-    parent: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        todo += kids
-    return out
+    """Pids below `pid`: torchrun starts its ranks in their own sessions, so a process group misses them."""
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _metrics(run_dir: Path) -> list[dict]:

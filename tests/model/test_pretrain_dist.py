@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -65,22 +66,11 @@ def launch(cmd: list[str], timeout: float = 300) -> dict:
 
 
 def descendants(pid: int) -> list[int]:
-    """Pids of every process below `pid` (from /proc), so a test can SIGKILL exactly what it started."""
-    parent: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-                parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        todo += kids
-    return out
+    """Pids of every process below `pid`, so a test can SIGKILL exactly what it started."""
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def metrics(run_dir: Path) -> list[dict]:
