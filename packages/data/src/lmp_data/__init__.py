@@ -1,6 +1,10 @@
 """lmp_data: movies -> shots -> base features -> Zarr feature store -> shot windows.
 
 The public names load lazily (PEP 562), so `import lmp_data` imports neither torch nor zarr.
+Reading stores, windows and batches needs only the core dependencies; `lmp-data ingest` and `import-mad`
+need the `lmp-data[ingest]` extra (the workspace installs it; tests/test_packaging.py checks the split).
+Shared constants: `lmp_data.batch` (MODALITIES, DEFAULT_K, the batch keys); atomic writes:
+`lmp_data.files.atomic_write`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Each subcommand lives in its own module exposing `register(subparsers)`, which a
 
 Errors: a subcommand raises (`CommandError` for its own usage errors, or the library's `StoreError`,
 `DemoError`, `IngestError`, `OSError`, ...); `main` prints ONE line `lmp-data CMD: error: ...` and exits
-2 (`-v` / `--verbose` prints the traceback too). Per-movie failures are reported by the subcommand
+2 (`-v` / `--verbose` prints the traceback too); a missing module names the `lmp-data[ingest]` extra
+(`ingest` and `import-mad` need it). Per-movie failures are reported by the subcommand
 itself, which then exits 1.
 """
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except expected_errors() as e:
         return report(args.command, e, args.verbose)
+    except ModuleNotFoundError as e:  # ingest / import-mad without the optional dependencies
+        hint = CommandError(f"{e}: install the ingest extra (pip install 'lmp-data[ingest]')")
+        return report(args.command, hint, args.verbose)
 
 
 if __name__ == "__main__":
