@@ -28,6 +28,8 @@ import polars as pl
 from _sweep import paper
 from _sweep.config import REPO_ROOT, load_sweep_config, repo_path
 
+from lmp_data.files import atomic_write
+
 HAND_MARKER = "<!-- written by hand: make_results.py keeps everything from here on -->"
 GROUPS = paper.GROUPS
 SCRIPTS = {"losses": "ablate_losses.py", "seq_len": "ablate_seq_len.py", "features": "ablate_features.py"}
@@ -163,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = ""  # the hand-written part (from HAND_MARKER on) survives a regeneration
     if out.is_file() and HAND_MARKER in out.read_text():
         kept = "\n" + out.read_text()[out.read_text().index(HAND_MARKER) :]
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(header + "\n".join(sections) + kept)
-    tmp.replace(out)
+    atomic_write(out, header + "\n".join(sections) + kept)
     print(f"[results] wrote {out} from {', '.join(f'{k}={v}' for k, v in used.items())} "
           f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     return 0

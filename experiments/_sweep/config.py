@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lmp_data.demo.config import DEMO_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = REPO_ROOT / "experiments" / "configs" / "sweeps"
 SCALES = ("smoke", "default", "paper")
@@ -36,7 +38,7 @@ class RayConfig:
 class DataConfig:
     """The stores a trial reads. Unset stores mean: the generated demo data (built on first use)."""
 
-    demo_dir: str = ".lmp/demo"  # relative to the repo root
+    demo_dir: str = DEMO_DIR  # relative to the repo root
     demo_size: str = "default"  # "default" | "tiny" (lmp_data.demo.make_demo)
     demo_seed: int = 0
     store: str | None = None  # pretraining feature store

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmp_data.files import atomic_write
+
 COLUMNS = (  # (trial metric, lmp_bench task, metric, scale, header)
     ("transfer/ave", "ave/average", "per_class_accuracy", 100.0, "Shot attributes ↑"),
     ("transfer/ordering", "ordering", "accuracy", 100.0, "Shot ordering ↑"),
@@ -221,9 +223,7 @@ def write_table(outcome, title: str = "") -> str | None:
                 )
         cols["transfer_na"] = pl.Series([(by_variant.get(v) or {}).get("na", "") for v in frame["variant"]])
         frame = frame.with_columns(**cols)
-        tmp = res / ".table.parquet.tmp"
-        frame.write_parquet(tmp)
-        tmp.replace(table)
+        atomic_write(table, frame.write_parquet)
     (res / "transfer.md").write_text(md)
     with open(res / "table.md", "a") as f:
         f.write("\n" + md)
