@@ -51,6 +51,14 @@ def _recipe_of_config(cfg: Any) -> str:
     raise TypeError(f"save_pretrained: cfg is a {type(cfg).__name__}, not a recipe config ({list(RECIPES)})")
 
 
+def load_weights(model: Any, state: dict) -> str:
+    """Load `state` into `model` (its queues excepted, see `_is_queue_state`); "" if every weight
+    matched, else what is missing and unexpected (the caller names the file)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _is_queue_state(k)]
+    return f"missing {missing[:5]}, unexpected {unexpected[:5]}" if missing or unexpected else ""
+
+
 def _is_queue_state(key: str) -> bool:
     """A `FeatureQueue` buffer (keys / ids / ptr of a module named queue...): not exported."""
     parts = key.split(".")
@@ -190,13 +198,9 @@ def load_pretrained(
         raise FileNotFoundError(f"pretrained weights {folder}: no {WEIGHTS_FILE}")
     model = build_from_info(info, folder / INFO_FILE)
     state = load_file(str(weights), device=str(map_location))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not _is_queue_state(k)]
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights}: weights do not match the model config in {INFO_FILE}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    bad = load_weights(model, state)
+    if bad:
+        raise ValueError(f"{weights}: weights do not match the model config in {INFO_FILE}: {bad}")
     model.to(map_location).eval()
     model.encoders = info.get("encoders")
     meta = dict(info.get("meta") or {})

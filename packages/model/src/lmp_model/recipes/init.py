@@ -24,7 +24,7 @@ def init_from_export(
     """
     from safetensors.torch import load_file
 
-    from lmp_model.export import INFO_FILE, WEIGHTS_FILE, _is_queue_state, load_info, resolve_pretrained
+    from lmp_model.export import INFO_FILE, WEIGHTS_FILE, load_info, load_weights, resolve_pretrained
 
     folder = resolve_pretrained(path)
     if not (folder / INFO_FILE).is_file():
@@ -59,11 +59,7 @@ def init_from_export(
             f"train.init_from={path}: weight {k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here "
             f"(the architecture of the {recipe} config differs)"
         )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not _is_queue_state(k)]
-    if missing or unexpected:
-        raise ValueError(
-            f"train.init_from={path}: weights do not match this {recipe} model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+    bad = load_weights(model, state)
+    if bad:
+        raise ValueError(f"train.init_from={path}: weights do not match this {recipe} model: {bad}")
     return dict(info.get("meta") or {})
