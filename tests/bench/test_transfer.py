@@ -133,3 +133,23 @@ def test_transfer_reads_any_recipe_through_its_declared_features(tiny_bench, tin
     res = evaluate_transfer(None, tiny_bench[0], transfer_dir, tasks="ordering,retrieval", seeds=1, k=5,
                             model_config=tiny_cfg, features="v_cross_a")  # fmt: skip
     assert not res.skipped and "retrieval/description->scene" in set(res.summary()["task"])
+
+
+def test_shots_batch_of_consecutive_shots_is_the_window_batch(tiny_bench):
+    """`shots_batch` pads through `lmp_data.collate_windows`: shots 0..k-1 in order give the batch
+    `ShotWindows` builds for that window (the store's shots have no gaps, so the same tokens)."""
+    import torch
+
+    from lmp_data import FeatureStore, ShotWindows
+
+    mem = FeatureStore.open(tiny_bench[0]).load_all()
+    clips = list(mem.movie_ids[:3])
+    k = min(len(mem.movie(c)["shots"]) for c in clips)
+    ds = ShotWindows(mem, k, mode="eval", movies=clips)
+    first = [int(np.flatnonzero(ds.locate(np.arange(len(ds)))[0] == mem.index[c])[0]) for c in clips]
+    ref = ds.__getitems__(first)
+    b = shots_batch(mem, [(c, list(range(k))) for c in clips])
+    assert b["movie"] == ref["movie"] == clips
+    for key in ("video", "audio", "shot_mask", "text", "text_mask", "token_shot"):
+        assert b[key].dtype == ref[key].dtype and torch.equal(b[key], ref[key]), key
+    assert b["text_mask"].any()  # the comparison covers real tokens
