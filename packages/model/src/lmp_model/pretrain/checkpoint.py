@@ -17,6 +17,8 @@ Loading never runs code from a checkpoint: DeepSpeed's own engine unpickles with
 trainer) loads every file of a checkpoint with `weights_only=True` and allows exactly the globals our
 checkpoints hold (`checkpoint_globals`, measured on ZeRO 0-3, fp32 and bf16); anything else is refused
 with a `CheckpointError` naming the file, before the object is built.
+
+`Checkpointer` is the trainer's side of all this: which checkpoint to resume, save and load (the engine).
 """
 
 from __future__ import annotations

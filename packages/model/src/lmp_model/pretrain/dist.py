@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -231,3 +232,27 @@ def teardown(ctx: DistContext | None) -> None:
     finally:
         for k in ctx.added_env:
             os.environ.pop(k, None)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if ctx.world > 1:
+        torch.distributed.barrier()
+
+
+def broadcast(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (a picklable object)."""
+    if ctx.world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(ctx: DistContext, obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if ctx.world == 1:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    torch.distributed.all_gather_object(out, obj)
+    return out
