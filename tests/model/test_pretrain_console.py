@@ -5,8 +5,6 @@ on a machine without a GPU."""
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from lmp_data.console import has_gpu_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pty_run import run_on_a_terminal  # noqa: E402
 
 pytestmark = pytest.mark.slow  # ~1 min: two 3-step runs, each importing DeepSpeed
 
@@ -33,26 +34,8 @@ def _env() -> dict:
     return env | {"TERM": "xterm", "COLUMNS": "120"}
 
 
-def _on_a_terminal(cmd: list[str]) -> tuple[int, str]:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while select.select([master], [], [], 300)[0]:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    rc = proc.wait(timeout=60)
-    os.close(master)
-    return rc, b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_pretrain_bar_on_a_terminal_log_lines_elsewhere(tmp_path):
-    rc, tty = _on_a_terminal(_cmd(tmp_path, "tty"))
+    rc, tty = run_on_a_terminal(_cmd(tmp_path, "tty"), cwd=REPO, env=_env(), timeout=300)
     assert rc == 0, tty[-3000:]
     bar = tty.replace("\r\n", "\n")
     assert "\r" in bar and "3/3" in bar and "loss " in bar and ("step/s" in bar or "s/step" in bar), tty[

@@ -44,6 +44,7 @@ from lmp_bench.features import (
 from lmp_bench.lvu import TASKS
 from lmp_bench.lvu_probe import probe_lvu
 from lmp_bench.probe import ProbeConfig
+from lmp_bench.progress import current, seeds_of
 from lmp_bench.results import LVUResult
 from lmp_data.batch import DEFAULT_K
 
@@ -121,7 +122,7 @@ def _probe_cfg(probe: str | ProbeConfig | None) -> ProbeConfig:
     return ProbeConfig(head=probe)
 
 
-def _tasks(labels_dir: str | Path, tasks) -> list[str]:
+def lvu_tasks(labels_dir: str | Path, tasks) -> list[str]:
     """Requested tasks; None: every LVU task with a folder under `labels_dir`."""
     from lmp_bench.lvu import parse_tasks
 
@@ -191,7 +192,7 @@ def evaluate_lvu(
     """
     names = parse_features(features)
     store = open_store(eval_store)
-    task_list = _tasks(labels_dir, tasks)
+    task_list = lvu_tasks(labels_dir, tasks)
     pcfg = _probe_cfg(probe)
     common = dict(labels_dir=labels_dir, tasks=task_list, seeds=seeds, probe=pcfg, strict=strict)
     if model is None:
@@ -199,6 +200,7 @@ def evaluate_lvu(
         bad = [m for m in modes if m not in NO_PRETRAIN]
         if bad or not modes:
             raise ValueError(f"no_pretrain: expected some of {list(NO_PRETRAIN)}, got {modes}")
+        current().plan(len(modes) * len(task_list) * seeds_of(seeds))  # one probe per row, task and seed
         results = []
         for mode in modes:
             label = method if (method and len(modes) == 1) else NO_PRETRAIN[mode]
@@ -240,6 +242,7 @@ def evaluate_lvu(
                     )
                 )
         return LVUResult.concat(results)
+    current().plan(len(task_list) * seeds_of(seeds))
     lmp, info = resolve_model(model)
     from lmp_model.export import check_store_encoders
 

@@ -7,7 +7,9 @@
     lmp-bench curve RUN_DIR --store CLIP_STORE --labels DIR [--tasks ...] [--seeds 3]
 
 Prints the table in the paper's layout, writes a Parquet file and logs an MLflow run linked to the
-pretraining run (disable with --no-mlflow). Exit status 1 with a one-line message on bad input.
+pretraining run (disable with --no-mlflow). Exit status 1 with a one-line message on bad input. While the
+probes train, stderr shows probes done / total, elapsed and ETA: a live bar on a terminal, else a plain line
+per finished task (`lmp_bench.progress`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 from lmp_bench.features import DEFAULT_FEATURES
+from lmp_bench.progress import probe_progress
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -128,22 +131,23 @@ def run_lvu(args) -> int:
             "no_pretrain": "scratch",
             "scratch": ScratchConfig(epochs=args.scratch_epochs, threads=args.threads),
         }
-    res = evaluate_lvu(
-        model_obj,
-        args.store,
-        args.labels,
-        features=args.features,
-        tasks=args.tasks,
-        seeds=args.seeds,
-        probe=probe,
-        k=args.k if args.k is not None else info.get("k"),
-        stride=args.stride,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        strict=args.strict,
-        model_config=_model_config(args),
-        **extra,
-    )
+    with probe_progress("lvu"):  # probes done / total, ETA: a bar on a terminal, else a line per task
+        res = evaluate_lvu(
+            model_obj,
+            args.store,
+            args.labels,
+            features=args.features,
+            tasks=args.tasks,
+            seeds=args.seeds,
+            probe=probe,
+            k=args.k if args.k is not None else info.get("k"),
+            stride=args.stride,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            strict=args.strict,
+            model_config=_model_config(args),
+            **extra,
+        )
     text = res.format()
     print(text)
     out = res.write_parquet(_out_path(args, "lvu"))
@@ -182,20 +186,21 @@ def run_transfer(args) -> int:
 
     probe = probe_config(args.probe, args.set)
     model = _model_arg(args.model)
-    res = evaluate_transfer(
-        model,
-        args.store,
-        args.labels,
-        tasks=args.tasks,
-        seeds=args.seeds,
-        probe=probe,
-        features=args.features,
-        k=args.k,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        model_config=_model_config(args),
-        samples_per_clip=args.samples_per_clip,
-    )
+    with probe_progress("transfer"):
+        res = evaluate_transfer(
+            model,
+            args.store,
+            args.labels,
+            tasks=args.tasks,
+            seeds=args.seeds,
+            probe=probe,
+            features=args.features,
+            k=args.k,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            model_config=_model_config(args),
+            samples_per_clip=args.samples_per_clip,
+        )
     text = res.format()
     print(text)
     out = res.write_parquet(_out_path(args, "transfer"))
@@ -250,21 +255,22 @@ def run_curve(args) -> int:
     from lmp_bench.curve import format_curve, pretrain_run_id, probe_curve
 
     run_id = None if args.no_mlflow else args.run_id
-    df = probe_curve(
-        args.run,
-        args.store,
-        args.labels,
-        tasks=args.tasks,
-        seeds=args.seeds,
-        features=args.features,
-        probe=probe_config(args.probe, args.set),
-        mlflow_run_id=run_id,
-        tracking_uri=args.tracking_uri,
-        out_dir=args.out_dir,
-        include_export=not args.no_export,
-        k=args.k,
-        threads=args.threads,
-    )
+    with probe_progress("curve"):
+        df = probe_curve(
+            args.run,
+            args.store,
+            args.labels,
+            tasks=args.tasks,
+            seeds=args.seeds,
+            features=args.features,
+            probe=probe_config(args.probe, args.set),
+            mlflow_run_id=run_id,
+            tracking_uri=args.tracking_uri,
+            out_dir=args.out_dir,
+            include_export=not args.no_export,
+            k=args.k,
+            threads=args.threads,
+        )
     print(format_curve(df))
     out = args.out_dir or args.run
     print(f"\nwrote {Path(out) / 'probe_curve.parquet'}")

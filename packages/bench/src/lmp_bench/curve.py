@@ -32,11 +32,12 @@ import polars as pl
 from lmp_bench.features import DEFAULT_FEATURES
 from lmp_bench.lvu import GROUPS, TASKS
 from lmp_bench.probe import ProbeConfig
+from lmp_bench.progress import current, seeds_of
 from lmp_bench.results import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-SNAPSHOTS = "snapshots"  # lmp_model.pretrain.train.SNAPSHOTS (not imported: it pulls in the trainer)
+SNAPSHOTS = "snapshots"  # lmp_model.pretrain.export.SNAPSHOTS (not imported: it pulls in the trainer)
 EXPORT = "export"
 CURVE_PARQUET = "probe_curve.parquet"
 CURVE_PNG = "probe_curve.png"
@@ -262,7 +263,7 @@ def probe_curve(
     Returns one row per step: step, source, content, content_std, metadata, metadata_std, user,
     user_std (nulls for groups without a task) and one column per scored task.
     """
-    from lmp_bench.api import evaluate_lvu
+    from lmp_bench.api import evaluate_lvu, lvu_tasks
 
     points = find_points(run, include_export=include_export)
     run_dir = _run_dir(run)
@@ -273,6 +274,7 @@ def probe_curve(
     feat_name = features if isinstance(features, str) else "+".join(features)
     logger.tags({"lmp.probe_curve.features": feat_name, "lmp.probe_curve.store": str(Path(eval_store))})
     rows: list[dict[str, Any]] = []
+    current().plan(len(points) * len(lvu_tasks(labels_dir, tasks)) * seeds_of(seeds))
     for p in points:
         t0 = time.perf_counter()
         res = evaluate_lvu(

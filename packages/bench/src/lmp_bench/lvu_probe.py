@@ -18,6 +18,7 @@ import polars as pl
 from lmp_bench import metrics
 from lmp_bench.lvu import load_task, parse_tasks, task_spec
 from lmp_bench.probe import ProbeConfig, fit_probe
+from lmp_bench.progress import current
 from lmp_bench.results import RUN_SCHEMA, LVUResult
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ def result_row(task: str, seed: int, pred, y_test, val_score: float, best_epoch:
     }
 
 
+def task_summary(rows: list[dict]) -> str:
+    """One task's `result_row`s in a few words: "top1 41.67 over 3 seeds" (the mean test score)."""
+    mean = sum(r["value"] for r in rows) / len(rows)
+    return f"{rows[0]['metric']} {mean:.2f} over {len(rows)} seed{'s' if len(rows) != 1 else ''}"
+
+
 def probe_lvu(
     clip_ids: Sequence[str],
     x: np.ndarray,
@@ -100,11 +107,16 @@ def probe_lvu(
     probe = probe or ProbeConfig()
     row_of = {c: i for i, c in enumerate(clip_ids)}
     rows, missing, skipped = [], {}, {}
+    progress = current()
     for task in parse_tasks(tasks):
         spec = task_spec(task)
+        label = f"{task} ({method})"
+        progress.start_task(label)
         split, missing[task], why = task_splits(labels_dir, task, row_of, strict)
         if why:
             skipped[task] = why
+            progress.probes_done(len(seed_list))
+            progress.task_done(label, f"skipped: {why}")
             continue
         xs = {s: x[[row_of[c] for c in df["clip_id"]]] for s, df in split.items()}
         ys = {s: df["label"].to_numpy() for s, df in split.items()}
@@ -116,4 +128,6 @@ def probe_lvu(
                 result_row(task, seed, p.predict(xs["test"]), ys["test"], p.val_score, p.best_epoch, split)
                 | {"method": method, "features": features}
             )
+            progress.probes_done()
+        progress.task_done(label, task_summary(rows[-len(seed_list) :]))
     return LVUResult(pl.DataFrame(rows, schema=RUN_SCHEMA), missing, skipped)

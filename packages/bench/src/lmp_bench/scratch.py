@@ -58,8 +58,9 @@ from lmp_bench.features import (
     time_average,
 )
 from lmp_bench.lvu import parse_tasks, task_spec
-from lmp_bench.lvu_probe import result_row, task_splits
+from lmp_bench.lvu_probe import result_row, task_splits, task_summary
 from lmp_bench.probe import ProbeConfig, fit_probe, score, torch_threads
+from lmp_bench.progress import current
 from lmp_bench.results import RUN_SCHEMA, LVUResult
 from lmp_data.batch import DEFAULT_K
 
@@ -127,11 +128,16 @@ def scratch_lvu(
     text = needs_text(names)
     init_models: dict[int, torch.nn.Module] = {}
     rows, hist, missing, skipped = [], [], {}, {}
+    progress = current()
     with torch_threads(cfg.threads):
         for task in parse_tasks(tasks):
+            label = f"{task} ({method})"
+            progress.start_task(label)
             split, missing[task], why = task_splits(labels_dir, task, set(ids), strict)
             if why:
                 skipped[task] = why
+                progress.probes_done(len(seed_list))
+                progress.task_done(label, f"skipped: {why}")
                 continue
             spec = task_spec(task)
             order = [c for s in ("train", "val", "test") for c in split[s]["clip_id"].to_list()]
@@ -159,6 +165,8 @@ def scratch_lvu(
                 row = result_row(task, seed, pred, ys["test"], val_score, best_epoch, split)
                 rows.append(row | {"method": method, "features": "+".join(names)})
                 hist += [r | {"method": method, "task": task, "seed": int(seed)} for r in h]
+                progress.probes_done()
+            progress.task_done(label, task_summary(rows[-len(seed_list) :]))
     out = LVUResult(pl.DataFrame(rows, schema=RUN_SCHEMA), missing, skipped)
     out.failed = dict(failed)
     out.history = pl.DataFrame(hist, schema=HISTORY_SCHEMA)

@@ -50,7 +50,9 @@ from lmp_bench.features import (
     needs_text,
     parse_features,
 )
+from lmp_bench.lvu_probe import task_summary
 from lmp_bench.probe import ProbeConfig, fit_probe, torch_threads
+from lmp_bench.progress import current
 from lmp_bench.results import write_parquet_atomic
 from lmp_data.batch import DEFAULT_K
 
@@ -297,10 +299,13 @@ def shot_features(model, mem, clip_ids, names, k: int, batch_size: int = 64) -> 
 # -- the tasks -----------------------------------------------------------------------------------------
 def _probe_rows(task, x, y, kind, n_out, probe, seeds, metric="accuracy") -> list[dict]:
     score = metrics.per_class_accuracy if metric == "per_class_accuracy" else metrics.accuracy
-    rows = []
+    rows, progress = [], current()
+    progress.start_task(task)
     for seed in seeds:
         p = fit_probe(x["train"], y["train"], x["val"], y["val"], kind, n_out, probe, seed, select=score)
         rows.append(dict(task=task, metric=metric, seed=seed, value=score(p.predict(x["test"]), y["test"])))
+        progress.probes_done()
+    progress.task_done(task, task_summary(rows))
     return rows
 
 
@@ -500,6 +505,8 @@ def evaluate_transfer(
         skipped.update(dict.fromkeys(RETRIEVAL_TASKS, no_retrieval))
     do_ave = "ave" in wanted and attrs_df is not None
     do_retrieval = "retrieval" in wanted and not no_retrieval
+    n_probed = (len(attrs) if do_ave else 0) + ("ordering" in wanted) + ("next_shot" in wanted)
+    current().plan(n_probed * len(seed_list))  # retrieval is zero-shot: no probes
     was_training = lmp.training
     lmp.eval()
     try:
