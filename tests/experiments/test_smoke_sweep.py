@@ -4,6 +4,7 @@ parent run with one child run per trial, a retried trial, and the results table 
 from __future__ import annotations
 
 import math
+import sys
 
 import polars as pl
 import pytest
@@ -148,41 +149,19 @@ def test_smoke_sweep_console(smoke_sweep):
 
 def test_smoke_sweep_on_a_terminal(tmp_path):
     """A pseudo-terminal: a live bar redrawn in place, the trial's line, the table; still no Ray output."""
-    import fcntl
     import os
-    import pty
-    import select
-    import struct
-    import subprocess
-    import termios
 
     from sweep_helpers import PY, REPO, sweep_args
 
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
+    sys.path.insert(0, str(REPO / "tests"))
+    from pty_run import run_on_a_terminal
+
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env |= {"TERM": "xterm", "COLUMNS": "160"}
-    proc = subprocess.Popen(
+    rc, out = run_on_a_terminal(
         [str(PY), str(REPO / "experiments" / "ablate_losses.py"), *sweep_args(tmp_path, "tty"), "--only", "none-base"],
-        cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+        cwd=REPO, env=env, size=(40, 160), timeout=600,
     )  # fmt: skip
-    os.close(slave)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([master], [], [], 600)
-        if not ready:
-            proc.kill()
-            break
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    rc = proc.wait(timeout=60)
-    os.close(master)
-    out = b"".join(chunks).decode("utf-8", "replace")
     assert rc == 0, out[-3000:]
     assert "\r" in out.replace("\r\n", "\n") and "1/1 done" in out  # the bar, redrawn in place
     assert "✓ none-base-s0  content " in out and "## Table 1: pretraining losses" in out
