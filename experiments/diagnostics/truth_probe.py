@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
@@ -33,7 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 LABELS = ("relationship", "way_speaking", "scene", "director", "writer", "year", "genre")
 
 
-def scores(x: np.ndarray, truth: pl.DataFrame, latent: np.ndarray) -> dict[str, tuple[float, float]]:
+def scores(
+    x: np.ndarray, truth: pl.DataFrame, latent: np.ndarray, whiten: bool = False
+) -> dict[str, tuple[float, float]]:
     """{label: (mean, se)} of grouped 5-fold accuracy per label, plus 'latent_r2'."""
     groups = (
         truth["source_movie"].to_numpy() if "source_movie" in truth.columns else truth["imdb_id"].to_numpy()
@@ -41,7 +44,7 @@ def scores(x: np.ndarray, truth: pl.DataFrame, latent: np.ndarray) -> dict[str, 
     folds = list(GroupKFold(n_splits=5).split(x, groups=groups))
     out: dict[str, list[float]] = {}
     for tr, te in folds:
-        sc = StandardScaler().fit(x[tr])
+        sc = PCA(whiten=True, n_components=0.999).fit(x[tr]) if whiten else StandardScaler().fit(x[tr])
         xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
         for name in LABELS:
             y = truth[name].to_numpy()
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-file", default=str(REPO / "experiments/configs/model/demo.yaml"))
     ap.add_argument("--set", nargs="*", default=[], help="ModelConfig overrides (random only)")
     ap.add_argument("--features", default="v_ctx+a_ctx", help="'+'-joined model features")
+    ap.add_argument(
+        "--whiten",
+        action="store_true",
+        help="PCA-whiten instead of standardising (is the content there but low-variance?)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     store = f"{args.demo}/eval.zarr"
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         order = {c: i for i, c in enumerate(ids)}
         t = t.with_columns(pl.col("clip_id").replace_strict(order).alias("_row")).sort("_row")
         x = x[t["_row"].to_numpy()]
-        s = scores(x, t, np.stack([latent_of[c] for c in t["clip_id"]]))
+        s = scores(x, t, np.stack([latent_of[c] for c in t["clip_id"]]), args.whiten)
         cells = " ".join(
             f"{m:6.1f}±{e:4.1f}" if k != "latent_r2" else f"{m:6.3f}±{e:.3f}" for k, (m, e) in s.items()
         )
