@@ -68,7 +68,8 @@ class LMPOutput:
     chance: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _window_head(d: int, kind: str) -> nn.Module:
+def _head(d: int, kind: str) -> nn.Module:
+    """A loss head on d-wide features: "linear" (d -> d) or "mlp" (d -> d -> d, GELU)."""
     if kind == "linear":
         return nn.Linear(d, d)
     return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
@@ -125,9 +126,10 @@ class LMP(nn.Module):
         if cfg.loss.recon > 0:  # the reconstruction term's heads: contextual output -> base features
             self.recon_head = nn.ModuleDict({m: nn.Linear(d, self.dims[m]) for m in self.modalities})
         if cfg.loss.window > 0 and cfg.loss.window_head != "none":
-            self.window_head = nn.ModuleDict(
-                {m: _window_head(d, cfg.loss.window_head) for m in self.modalities}
-            )
+            self.window_head = nn.ModuleDict({m: _head(d, cfg.loss.window_head) for m in self.modalities})
+        if cfg.loss.head != "none":  # SimCLR's projection heads: the terms read these, probes do not
+            heads = [*self.modalities, *(f"cross_{m}" for m in _CROSS_SOURCES if self.has_cross)]
+            self.loss_head = nn.ModuleDict({n: _head(d, cfg.loss.head) for n in heads})
 
     @property
     def has_cross(self) -> bool:
@@ -316,12 +318,14 @@ class LMP(nn.Module):
                 tokens[m], tgt[m] = self.embed[m](b[m], to_mask, swap)
                 ctx[m] = self.context[m](tokens[m], b[_VALID_KEY[m]])
 
+        head = self.loss_head if hasattr(self, "loss_head") else None
+        out = {m: head[m](x) for m, x in ctx.items()} if head is not None else ctx  # what Eq. 1-5 read
         terms: dict[str, Tensor] = {}
         counts: dict[str, Tensor] = {}
         if intra_mods:
             targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
             intra = intra_modal_loss(
-                ctx, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize
+                out, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize
             )
             terms |= {f"intra/{m}": intra[m] for m in intra_mods}
             counts |= {f"intra/{m}": masked[m].sum() for m in intra_mods}
@@ -336,15 +340,15 @@ class LMP(nn.Module):
             text_valid = b["text_mask"]
             if not contrast_all and "text" in masked:
                 text_valid = text_valid & ~masked["text"]
-            l_shot, l_shot_mask = language_per_shot(ctx["text"], text_valid, b["token_shot"])
+            l_shot, l_shot_mask = language_per_shot(out["text"], text_valid, b["token_shot"])
         if inter:
             va = inter_modal_loss(
-                ctx.get("video"), ctx.get("audio"), shot_mask, temperature=tau,
+                out.get("video"), out.get("audio"), shot_mask, temperature=tau,
                 terms=tuple(t for t in inter if t in ("v2a", "a2v")),
                 pair_mask=None if contrast_all else unmasked_va,
             )  # fmt: skip
             vl = inter_modal_loss(
-                ctx.get("video"), None, shot_mask, l_shot, l_shot_mask, temperature=tau,
+                out.get("video"), None, shot_mask, l_shot, l_shot_mask, temperature=tau,
                 terms=tuple(t for t in inter if t in ("v2l", "l2v")),
                 pair_mask=None if contrast_all else unmasked_v,
             )  # fmt: skip
@@ -357,6 +361,8 @@ class LMP(nn.Module):
         if cross:
             v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
             v_l = self._cross("text", ctx["text"], b, ctx["video"])
+            if head is not None:
+                v_a, v_l = head["cross_audio"](v_a), head["cross_text"](v_l)
             has_text = b["text_mask"].any(dim=1, keepdim=True)
             pairs = shot_mask & has_text if contrast_all else shot_mask & has_text & unmasked_va
             cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross)
