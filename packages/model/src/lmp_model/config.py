@@ -194,9 +194,9 @@ class LossConfig:
     """Head between the features and the per-shot InfoNCE terms (SimCLR's projection head; not in the
     paper): "mlp" (d -> d -> d, one per modality and per cross-modal output), "linear", or "none" (the
     paper: Eq. 1-6 on the contextual / cross-modal outputs themselves). Probes read the features before
-    the head. Without it the terms shape the probed features directly (measured: pretraining piles their
-    variance into a few directions, participation ratio 82 -> 26 in 71 steps, and the content is left in
-    the small ones)."""
+    the head. Tried against what pretraining does to the probed features (their variance piles into a few
+    directions, participation ratio 82 -> 26 in 71 steps, scene content left in the small ones): measured on
+    the demo (docs/results.md, Session 5) the heads change neither, and the terms learn less; off."""
     temperature: float = 0.1
     """tau of every InfoNCE (Eq. 3-6). The paper's 0.3 bounds the logits to [-3.3, 3.3]: with ~1000
     candidates even a perfect match cannot go below ln(1 + 999 e^-3.3) = 3.6, and the gradient is weak
