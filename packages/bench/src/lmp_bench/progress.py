@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import IO, Any
 
-from lmp_data.console import fmt_duration, live_bar
+from lmp_data.console import LoggingBar, fmt_duration
 
 
 class ProbeProgress:
@@ -32,13 +32,11 @@ class ProbeProgress:
         self.total: int | None = None
         self.done = 0
         self.t0 = time.perf_counter()
-        self.bar = live_bar(self.stream, total=None, desc=desc, unit="probe", smoothing=0.1)
-        self._redirect: contextlib.ExitStack | None = None
-        if self.bar is not None:  # log records (a task's missing clips) print above the bar
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self._redirect = contextlib.ExitStack()
-            self._redirect.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger()]))
+        # log records (a task's missing clips) print above the bar
+        self._live = LoggingBar(
+            self.stream, [logging.getLogger()], total=None, desc=desc, unit="probe", smoothing=0.1
+        )
+        self.bar = self._live.bar
 
     @property
     def live(self) -> bool:
@@ -81,12 +79,8 @@ class ProbeProgress:
         print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self._redirect is not None:
-            self._redirect.close()
-            self._redirect = None
+        self._live.close()
+        self.bar = None
 
 
 class _NoProgress:

@@ -12,6 +12,7 @@ before their library does), in every process: the CLIs do it in `main`, the swee
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -97,6 +98,30 @@ def live_bar(stream: IO[Any] | None = None, **kw: Any):
     from tqdm import tqdm
 
     return tqdm(file=stream, **{**bar_width(stream), **kw})
+
+
+class LoggingBar:
+    """`live_bar` whose log records (of `loggers`) print above it, via tqdm's logging redirect.
+
+    `bar` is the tqdm bar, or None without a terminal (then nothing is redirected); `close()` ends both.
+    """
+
+    def __init__(self, stream: IO[Any] | None, loggers: list[logging.Logger], **kw: Any):
+        self.bar = live_bar(stream, **kw)
+        self._redirect: contextlib.ExitStack | None = None
+        if self.bar is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._redirect = contextlib.ExitStack()
+            self._redirect.enter_context(logging_redirect_tqdm(loggers=loggers))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._redirect is not None:
+            self._redirect.close()
+            self._redirect = None
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -7,30 +7,31 @@ metrics.jsonl and MLflow hold every step) and other log records print above the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from typing import Any
 
-from lmp_data.console import live_bar
+from lmp_data.console import LoggingBar
 
 
 class StepProgress:
     """`update(step, rec)` after each optimizer step; `close()` once (also on error)."""
 
     def __init__(self, total: int, start: int, enabled: bool = True, name: str = "pretrain"):
-        self.bar = (
-            live_bar(sys.stderr, total=total, initial=start, desc=name, unit="step", smoothing=0.1)
+        self._live = (
+            LoggingBar(
+                sys.stderr,
+                [logging.getLogger(), logging.getLogger("DeepSpeed")],
+                total=total,
+                initial=start,
+                desc=name,
+                unit="step",
+                smoothing=0.1,
+            )
             if enabled
             else None
         )
-        self._redirect: contextlib.ExitStack | None = None
-        if self.bar is not None:
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self._redirect = contextlib.ExitStack()
-            loggers = [logging.getLogger(), logging.getLogger("DeepSpeed")]
-            self._redirect.enter_context(logging_redirect_tqdm(loggers=loggers))
+        self.bar = self._live.bar if self._live is not None else None
 
     @property
     def live(self) -> bool:
@@ -43,9 +44,6 @@ class StepProgress:
         self.bar.update(step - self.bar.n)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self._redirect is not None:
-            self._redirect.close()
-            self._redirect = None
+        if self._live is not None:
+            self._live.close()
+        self.bar = None
