@@ -46,343 +46,48 @@ Only the current stage's modules train (the others get requires_grad False); eve
 in the state_dict, so a stage starts from the previous stage's weights.
 Features for probes: v_base, a_base, v_shot (E_shot), v_movie (E_movie hidden), v_scene (E_scene [CLS] of
 the window, given to each of its shots).
+
+The model is here; its configuration is in `lmp_model.recipes.m2s_config`, the steps' math (similarity,
+losses, adjacency, mining) in `lmp_model.recipes.m2s_ops`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmp_model.config import EncoderConfig, ProjectionConfig
 from lmp_model.model import LMPOutput
 from lmp_model.modules import ContextualEncoder, ModalityEmbedding
 from lmp_model.recipes.base import Recipe, check_dims, present_modalities, shot_inputs
+from lmp_model.recipes.m2s_config import (  # noqa: F401  (re-exported: the public names of this module)
+    SCENE_PAIRS,
+    STAGES,
+    M2SConfig,
+    MiningConfig,
+    MovieStageConfig,
+    SceneStageConfig,
+    ShotStageConfig,
+)
+from lmp_model.recipes.m2s_ops import (  # noqa: F401  (re-exported)
+    binary_entropy,
+    max_pool_scenes,
+    mine_hidden_pair,
+    mine_scene_pairs,
+    movie_similarity,
+    neighbour_shot_loss,
+    padded_scene_adjacency,
+    pooled_size,
+    scene_adjacency,
+    shot_adjacency,
+    similar_movies,
+)
 from lmp_model.recipes.queue import FeatureQueue, queue_info_nce
-
-STAGES = ("shot", "movie", "scene")
-SCENE_PAIRS = ("mined", "split", "mixed")
-
-
-# ---------------------------------------------------------------------------------------- config
-@dataclass
-class ShotStageConfig:
-    """Sec. 3.1.1: E_shot and its neighbouring-shot contrastive loss."""
-
-    hidden: int = 512
-    dim: int = 512
-    """Shot feature width (the supplement's 512)."""
-    offset: int = 2
-    """Positives are x_{t-offset} and x_{t+offset} (paper: 2)."""
-    temperature: float = 0.07
-
-
-@dataclass
-class MovieStageConfig:
-    """Sec. 3.1.2: E_movie, adjacency pooling, L_output; values from Sec. 4.1.2."""
-
-    hidden: int = 512
-    dropout: float = 0.5
-    movie_len: int = 1024
-    avg_kernel: int = 16
-    avg_stride: int = 8
-    max_kernel: int = 16
-    max_stride: int = 8
-    similarity: dict[str, float] = field(
-        default_factory=lambda: {"genres": 1.0, "year": 1.0, "director": 1.0, "writer": 1.0, "synopsis": 1.0}
-    )
-    """Manifest columns of the movie similarity S and their weights (`movie_similarity`); columns the
-    manifest lacks are skipped. Only the training movies' own metadata is read (never evaluation labels)."""
-    year_scale: float = 10.0
-    """Numeric columns: similarity exp(-|a - b| / year_scale)."""
-    per_movie: int = 3
-    """Similar movies per movie (paper: "three most similar movies on average"; `similar_movies`)."""
-    positive_frac: float = 0.5
-    """Share of similar pairs among the movie stage's pairs (the paper does not say; balanced)."""
-
-
-@dataclass
-class MiningConfig:
-    """Supplement 1.1c / 3a: scene-pair selection from a similar movie pair."""
-
-    scene_len: int = 9
-    stride: int = 1
-    top_frac: float = 0.5
-    non_overlapping: bool = True
-    """True: a kept scene may not overlap (in shots) a kept scene of the same movie; False: only the
-    very same scene index is excluded (the supplement's 3a wording)."""
-
-
-@dataclass
-class SceneStageConfig:
-    """Sec. 3.2: MoCo over scenes; the supplement's MoCo values."""
-
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
-    dim: int = 128
-    queue_size: int = 65536
-    momentum: float = 0.999
-    temperature: float = 0.07
-    pairs: str = "mined"
-    """"mined" (paper): key scene from the batch's pair_* fields, a mined pair; "split": the window's two
-    halves; "mixed": pair_* fields holding mined pairs (share `mined_frac`) and split windows."""
-    mined_frac: float = 0.5
-    """"mixed" only: the share of mined pairs."""
-    pairs_file: str = ""
-    """Mined scene pairs (Parquet, `m2s_data.PAIR_COLUMNS`); empty: mine them at the start of the run
-    from its initial weights (`train.init_from`, the movie stage's export) into the run folder."""
-
-
-@dataclass
-class M2SConfig:
-    stage: str = "scene"
-    """Which stage's loss `forward` computes and which modules train: "shot", "movie" or "scene"."""
-    modalities: list[str] = field(default_factory=lambda: ["video"])
-    """Base features concatenated per shot (paper: visual only)."""
-    shot: ShotStageConfig = field(default_factory=ShotStageConfig)
-    movie: MovieStageConfig = field(default_factory=MovieStageConfig)
-    mining: MiningConfig = field(default_factory=MiningConfig)
-    scene: SceneStageConfig = field(default_factory=SceneStageConfig)
-    max_shots: int = 64
-    """Longest scene / window the scene encoder takes (position embedding size when it is on)."""
-
-    def __post_init__(self) -> None:
-        s, mv, mi, sc = self.shot, self.movie, self.mining, self.scene
-        checks = [
-            (self.stage in STAGES, "stage", f"one of {STAGES}, got {self.stage!r}"),
-            (min(s.hidden, s.dim) >= 1 and s.offset >= 1 and s.temperature > 0, "shot", "positive sizes, offset, temperature"),
-            (min(mv.hidden, mv.movie_len, mv.avg_kernel, mv.avg_stride, mv.max_kernel, mv.max_stride) >= 1, "movie", "sizes >= 1"),
-            (0.0 <= mv.dropout < 1.0, "movie.dropout", f"in [0, 1), got {mv.dropout}"),
-            (mi.scene_len >= 1 and mi.stride >= 1 and 0 < mi.top_frac <= 1, "mining", "scene_len, stride >= 1 and top_frac in (0, 1]"),
-            (sc.dim >= 1 and sc.queue_size >= 1 and 0 <= sc.momentum <= 1 and sc.temperature > 0, "scene", "dim, queue_size >= 1, momentum in [0, 1], temperature > 0"),
-            (sc.pairs in SCENE_PAIRS, "scene.pairs", f"one of {SCENE_PAIRS}, got {sc.pairs!r}"),
-            (0.0 <= sc.mined_frac <= 1.0, "scene.mined_frac", f"in [0, 1], got {sc.mined_frac}"),
-            (mv.per_movie >= 1 and 0.0 <= mv.positive_frac <= 1.0 and mv.year_scale > 0, "movie", "per_movie >= 1, positive_frac in [0, 1], year_scale > 0"),
-            (sc.encoder.d % sc.encoder.heads == 0, "scene.encoder.heads", f"a divisor of d={sc.encoder.d}"),
-            (self.max_shots >= 1, "max_shots", f">= 1, got {self.max_shots}"),
-        ]  # fmt: skip
-        for ok, name, expected in checks:
-            if not ok:
-                raise ValueError(f"M2SConfig.{name}: expected {expected}")
-
-
-# ------------------------------------------------------------------------------ movie similarity
-def movie_similarity(
-    manifest: Any,
-    weights: Mapping[str, float] | None = None,
-    id_column: str = "movie_id",
-    year_scale: float = 10.0,
-    text_columns: Sequence[str] = ("synopsis",),
-    text_embed: Callable[[list[str]], np.ndarray] | None = None,
-) -> tuple[list[str], np.ndarray]:
-    """Movie-level similarity S from manifest metadata: (movie ids, S [M, M] in [0, 1], diagonal 1).
-
-    `manifest`: a Polars DataFrame, one row per movie (pass only the pretraining split's movies).
-    Per column (those of `weights` present in the manifest; default genres, year, director, writer,
-    synopsis, weight 1 each): list columns -> Jaccard of the sets; numeric -> exp(-|a - b| / year_scale);
-    `text_columns` -> cosine of TF-IDF vectors (scikit-learn) or of `text_embed(texts)` when given;
-    other strings -> 1 if equal. A missing value scores 0. S = weighted mean over the columns.
-    """
-    import polars as pl
-
-    weights = dict(weights or {"genres": 1.0, "year": 1.0, "director": 1.0, "writer": 1.0, "synopsis": 1.0})
-    if id_column not in manifest.columns:
-        raise ValueError(f"movie_similarity: manifest has no {id_column!r} column")
-    ids = [str(x) for x in manifest[id_column].to_list()]
-    m = len(ids)
-    total, wsum = np.zeros((m, m)), 0.0
-    for col, w in weights.items():
-        if col not in manifest.columns or w == 0:
-            continue
-        series = manifest[col]
-        values = series.to_list()
-        present = np.array([v is not None and v != "" for v in values])
-        if isinstance(series.dtype, pl.List):
-            sets = [set(v or ()) for v in values]
-            sim = np.array(
-                [[len(a & b) / len(a | b) if a | b else 0.0 for b in sets] for a in sets]
-            )  # fmt: skip
-        elif series.dtype.is_numeric():
-            x = np.array([float(v) if v is not None else np.nan for v in values])
-            sim = np.nan_to_num(np.exp(-np.abs(x[:, None] - x[None, :]) / year_scale))
-        elif col in text_columns:
-            texts = [str(v) if v else "" for v in values]
-            if text_embed is not None:
-                emb = np.asarray(text_embed(texts), dtype=np.float64)
-            else:
-                from sklearn.feature_extraction.text import TfidfVectorizer
-
-                emb = TfidfVectorizer().fit_transform(texts).toarray() if any(texts) else np.zeros((m, 1))
-            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            sim = np.clip(emb @ emb.T, 0.0, 1.0)
-        else:
-            s = np.array([str(v) for v in values], dtype=object)
-            sim = (s[:, None] == s[None, :]).astype(np.float64)
-        sim = sim * (present[:, None] & present[None, :])
-        total += w * sim
-        wsum += w
-    if wsum == 0:
-        raise ValueError(f"movie_similarity: none of the columns {list(weights)} is in the manifest")
-    s = total / wsum
-    np.fill_diagonal(s, 1.0)
-    return ids, s
-
-
-def similar_movies(similarity: np.ndarray, per_movie: int = 3) -> np.ndarray:
-    """[M, M] bool: i ~ j when j is among i's `per_movie` most similar others or i among j's (symmetric)."""
-    s = np.array(similarity, dtype=np.float64)
-    m = s.shape[0]
-    np.fill_diagonal(s, -np.inf)
-    out = np.zeros((m, m), dtype=bool)
-    top = np.argsort(-s, axis=1, kind="stable")[:, : min(per_movie, max(m - 1, 0))]
-    out[np.repeat(np.arange(m), top.shape[1]), top.ravel()] = True
-    return out | out.T
-
-
-# ------------------------------------------------------------------------------------ shot stage
-def neighbour_shot_loss(
-    z: Tensor, valid: Tensor, offset: int = 2, temperature: float = 0.07
-) -> tuple[Tensor, Tensor]:
-    """Eq. 1: each shot t with a valid neighbour t -/+ offset in its window; positive logit = the larger
-    of its similarities to the two neighbours; negatives = all valid shots of the other windows.
-
-    z [N, k, D] (normalised here), valid [N, k]. Returns (mean loss, mean ln(1 + negatives))."""
-    n, k, _ = z.shape
-    z = F.normalize(z.float(), dim=-1)
-    prev = torch.full((n, k), float("-inf"), device=z.device)  # E(x_t) . E(x_{t-offset})
-    nxt = prev.clone()  # E(x_t) . E(x_{t+offset})
-    if offset < k:
-        prev[:, offset:] = (
-            (z[:, offset:] * z[:, :-offset]).sum(-1).masked_fill(~valid[:, :-offset], float("-inf"))
-        )
-        nxt[:, :-offset] = (
-            (z[:, :-offset] * z[:, offset:]).sum(-1).masked_fill(~valid[:, offset:], float("-inf"))
-        )
-    sims = (prev, nxt)
-    pos = torch.maximum(sims[0], sims[1])  # [N, k]
-    query = valid & torch.isfinite(pos)
-    if not query.any():
-        zero = z.sum() * 0.0
-        return zero, zero.detach()
-    window = torch.arange(n, device=z.device)[:, None].expand(n, k)
-    qz, qw = z[query], window[query]
-    flat_z, flat_valid, flat_w = z.reshape(n * k, -1), valid.reshape(-1), window.reshape(-1)
-    neg_valid = flat_valid[None, :] & (flat_w[None, :] != qw[:, None])
-    neg = (qz @ flat_z.T).masked_fill(~neg_valid, float("-inf"))
-    logits = torch.cat([pos[query][:, None], neg], dim=1) / temperature
-    loss = -torch.log_softmax(logits, dim=1)[:, 0].mean()
-    chance = torch.log1p(neg_valid.sum(1).float()).mean()
-    return loss, chance.detach()
-
-
-# ----------------------------------------------------------------------------------- movie stage
-def shot_adjacency(e1: Tensor, e2: Tensor) -> Tensor:
-    """Eq. 2: A = E_movie(x1) . E_movie(x2)^T; e1 [P, u, d], e2 [P, v, d] -> [P, u, v]."""
-    return e1 @ e2.transpose(-1, -2)
-
-
-def scene_adjacency(
-    a: Tensor, mask1: Tensor, mask2: Tensor, kernel: int, stride: int
-) -> tuple[Tensor, Tensor]:
-    """B: mean of A over each kernel x kernel window of valid shot pairs (stride `stride`).
-
-    a [P, u, v], mask1 [P, u], mask2 [P, v] -> (B [P, m, n], valid [P, m, n]: window holds a valid pair).
-    A kernel larger than a side is clipped to it."""
-    kh, kw = min(kernel, a.shape[-2]), min(kernel, a.shape[-1])
-    pair = (mask1[:, :, None] & mask2[:, None, :]).to(a.dtype)
-    total = F.avg_pool2d((a * pair).unsqueeze(1), (kh, kw), stride).squeeze(1)
-    count = F.avg_pool2d(pair.unsqueeze(1), (kh, kw), stride).squeeze(1)
-    valid = count > 0
-    return torch.where(valid, total / count.clamp(min=1e-12), torch.zeros_like(total)), valid
-
-
-def padded_scene_adjacency(
-    a: Tensor, mask1: Tensor, mask2: Tensor, length: int, kernel: int, stride: int
-) -> tuple[Tensor, Tensor]:
-    """`scene_adjacency` of `a` [P, u, v] zero-padded (masks False) to [P, length, length], computed on the
-    part of the padded map that windows starting on a real row / column read; the windows that start in
-    the padding are B = 0, not valid, as `scene_adjacency` on the whole padded map gives them."""
-    k = min(kernel, length)
-    side = (length - k) // stride + 1  # windows per side of the whole padded map
-
-    def cover(n: int) -> tuple[int, int]:  # (rows to materialise, windows that start on a real row)
-        windows = min(side, max(0, n - 1) // stride + 1)
-        return min(length, (windows - 1) * stride + k), windows
-
-    (r1, w1), (r2, w2) = cover(a.shape[1]), cover(a.shape[2])
-    a = F.pad(a[:, :r1, :r2], (0, max(0, r2 - a.shape[2]), 0, max(0, r1 - a.shape[1])))
-    mask1 = F.pad(mask1[:, :r1], (0, max(0, r1 - mask1.shape[1])), value=False)
-    mask2 = F.pad(mask2[:, :r2], (0, max(0, r2 - mask2.shape[1])), value=False)
-    b, valid = scene_adjacency(a, mask1, mask2, k, stride)
-    b, valid = b[:, :w1, :w2], valid[:, :w1, :w2]
-    return F.pad(b, (0, side - w2, 0, side - w1)), F.pad(valid, (0, side - w2, 0, side - w1), value=False)
-
-
-def max_pool_scenes(b: Tensor, valid: Tensor, kernel: int, stride: int) -> Tensor:
-    """V: max of B over each kernel x kernel window (valid entries only; an all-invalid window -> 0),
-    flattened: [P, m, n] -> [P, m' * n']."""
-    kh, kw = min(kernel, b.shape[-2]), min(kernel, b.shape[-1])
-    v = F.max_pool2d(b.masked_fill(~valid, float("-inf")).unsqueeze(1), (kh, kw), stride).squeeze(1)
-    v = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
-    return v.flatten(1)
-
-
-def pooled_size(length: int, kernel: int, stride: int) -> int:
-    """Side of a pooled map: (length - min(kernel, length)) // stride + 1."""
-    return (length - min(kernel, length)) // stride + 1
-
-
-def binary_entropy(labels: Tensor) -> Tensor:
-    """BCE of predicting the batch's positive rate p for every pair: -p ln p - (1-p) ln(1-p)."""
-    p = labels.float().mean().clamp(1e-12, 1 - 1e-12)
-    return -(p * p.log() + (1 - p) * (1 - p).log()).detach()
-
-
-# ---------------------------------------------------------------------------------- pair mining
-def mine_scene_pairs(
-    b: np.ndarray | Tensor,
-    top_frac: float = 0.5,
-    scene_len: int = 9,
-    stride: int = 1,
-    non_overlapping: bool = True,
-) -> list[tuple[int, int, float]]:
-    """Greedy scene pairs from a scene adjacency B [m, n] (supplement 3a).
-
-    Entries are visited from the highest; only the top `top_frac` of all m * n entries are considered. An
-    entry (i, j) is kept unless scene i of movie 1 or scene j of movie 2 is already used: with
-    `non_overlapping`, "used" means its shots [i*stride, i*stride + scene_len) overlap a kept scene's;
-    otherwise the same index. Returns [(i, j, B[i, j])] in the order kept.
-
-    Computed as repeated argmax over the entries still available (rows and columns of kept scenes
-    blocked), which keeps exactly what the visit in sorted order keeps (ties: the lower flat index first,
-    like a stable sort) in O(kept * m * n) instead of a Python loop over half of all entries."""
-    arr = b.detach().cpu().double().numpy() if isinstance(b, Tensor) else np.asarray(b, dtype=np.float64)
-    m, n = arr.shape
-    if m == 0 or n == 0:
-        return []
-    order = np.argsort(-arr, axis=None, kind="stable")[: math.ceil(top_frac * m * n)]
-    reach = (scene_len + stride - 1) // stride - 1 if non_overlapping else 0  # index distance that overlaps
-    cur = np.full(m * n, -np.inf)
-    cur[order] = arr.reshape(-1)[order]
-    cur = cur.reshape(m, n)
-    kept = []
-    while True:
-        flat = int(np.argmax(cur))
-        i, j = divmod(flat, n)
-        if not cur[i, j] > -np.inf:
-            break
-        kept.append((i, j, float(arr[i, j])))
-        cur[max(0, i - reach) : i + reach + 1, :] = -np.inf
-        cur[:, max(0, j - reach) : j + reach + 1] = -np.inf
-    return kept
 
 
 # ------------------------------------------------------------------------------------ the model
@@ -580,18 +285,6 @@ def movie_hidden(model: M2S, movie: Tensor) -> Tensor:
         return model.movie_features(model.shot_encoder(x), hidden=True)
     finally:
         model.train(was)
-
-
-def mine_hidden_pair(e1: Tensor, e2: Tensor, mining: MiningConfig) -> list[tuple[int, int, float]]:
-    """Step 3 on two movies' hidden features e1 [U, d], e2 [V, d]: A = e1 e2^T, B = mean over each
-    scene_len x scene_len window (stride `mining.stride`), greedy pairs (`mine_scene_pairs`) ->
-    [(first shot in movie 1, first shot in movie 2, score)]."""
-    a = shot_adjacency(e1[None].float(), e2[None].float())
-    ones1 = torch.ones(1, e1.shape[0], dtype=torch.bool, device=a.device)
-    ones2 = torch.ones(1, e2.shape[0], dtype=torch.bool, device=a.device)
-    b, _ = scene_adjacency(a, ones1, ones2, mining.scene_len, mining.stride)
-    pairs = mine_scene_pairs(b[0], mining.top_frac, mining.scene_len, mining.stride, mining.non_overlapping)
-    return [(i * mining.stride, j * mining.stride, sc) for i, j, sc in pairs]
 
 
 @torch.no_grad()
