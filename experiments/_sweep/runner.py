@@ -6,6 +6,8 @@ per attempt: pretraining output, exported weights), `results/` (table.md, table.
 trials.parquet, table.png — also logged to the parent run) and `sweep.log`: everything the sweep's
 process and its trials printed (Ray, Tune, DeepSpeed, ...), while the console shows one progress display,
 a line per finished trial and the table (`progress.py`; `verbose` / `-v`: the full stream on the console).
+
+Ray set-up is `ray_env.py`, the results table and the parent run's Description `report.py`.
 """
 
 from __future__ import annotations
@@ -25,16 +27,14 @@ from mlflow.tracking import MlflowClient
 
 from lmp_data.console import quiet_known_warnings
 from lmp_data.files import atomic_write
-from lmp_model.tracking import artifact_url
 
-from . import table as tbl
 from .config import REPO_ROOT, SweepConfig, repo_path
 from .progress import SweepConsole, SweepProgress
+from .ray_env import EXPERIMENTS_DIR, LOOPBACK_ENV, init_ray, loopback_only_ray, worker_modules  # noqa: F401
+from .report import CHART, ML_VIEW, NOTE_LIMIT, _write_table, description, ui_hint  # noqa: F401
 from .spec import SweepContext, TrialSpec
 from .tracking import TRIAL_TAG, child_runs, ensure_experiment, git_commit, reopen_parent, start_parent
 from .tracking import tracking_uri as resolve_uri
-
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
 
 @dataclass
@@ -89,55 +89,6 @@ def find_resumable(cfg: SweepConfig, table: str, resume: str) -> Path:
     if not cands:
         raise FileNotFoundError(f"--resume latest: no {table} sweep at scale {cfg.scale} under {base}")
     return max(cands, key=lambda p: (p / "sweep.json").stat().st_mtime)
-
-
-# Ray 2.60 binds GCS, raylet, object manager and worker gRPC servers to 127.0.0.1 only when the node IP is
-# exactly "127.0.0.1", and to every interface otherwise; but on Linux it replaces a node IP of 127.0.0.1
-# (ray.init(_node_ip_address=...), `ray start --node-ip-address`) by the machine's reachable address
-# (services.resolve_ip_for_localhost) unless its "cluster" mode is off. Off, the node IP stays loopback
-# and nothing listens beyond it; a node started that way cannot take other nodes (single-node only).
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def loopback_only_ray() -> None:
-    """Make the next local Ray of this process (and the processes it starts) listen on 127.0.0.1 only."""
-    os.environ.update(LOOPBACK_ENV)
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import time: the driver may have imported ray already
-
-
-def worker_modules() -> list[str]:
-    """What Ray ships to its workers (runtime_env `py_modules`): the `_sweep` package and the scripts'
-    modules beside it (a recipe's work may import one, e.g. compare_recipes -> pretrain_m2s)."""
-    return [str(EXPERIMENTS_DIR / "_sweep"), *(str(p) for p in sorted(EXPERIMENTS_DIR.glob("*.py")))]
-
-
-def init_ray(cfg: SweepConfig) -> bool:
-    """Connect to `ray.address` / $RAY_ADDRESS, else start a local Ray that listens on 127.0.0.1 only.
-    True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    runtime_env = {
-        "py_modules": worker_modules(),
-        "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
-    }
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-    else:
-        loopback_only_ray()
-        ray.init(
-            address="local",
-            num_cpus=cfg.ray.num_cpus or os.cpu_count(),
-            num_gpus=None,
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            _node_ip_address="127.0.0.1",
-        )
-    return True
 
 
 def _trial_name(trial) -> str:
@@ -413,82 +364,6 @@ def _close_stale_children(client: MlflowClient, uri: str, exp: str, parent: str,
     for run in child_runs(uri, exp, parent):
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
-
-
-def _write_table(
-    outcome: SweepOutcome, client: MlflowClient, table: str, title: str, label_cols: list, columns: dict
-) -> str:
-    out = outcome.sweep_dir / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    trials = tbl.trials_frame(outcome.rows)
-    summary = tbl.summarize(trials, columns)
-    md = tbl.to_markdown(summary, trials, title, label_cols)
-    atomic_write(out / "table.md", md)
-    for name, frame in (("table.parquet", summary), ("trials.parquet", trials)):
-        atomic_write(out / name, frame.write_parquet)
-    from . import paper
-
-    base = paper.TABLES[table].base if table in paper.TABLES else None
-    tbl.bar_chart(summary, title, out / "table.png", reference=base)
-    for name in ("table.md", "table.parquet", "trials.parquet", "table.png"):
-        client.log_artifact(outcome.parent_run_id, str(out / name), artifact_path="results")
-    note, outcome.verdict = description(table, title, summary, md, outcome.parent_run_id)
-    client.set_tag(outcome.parent_run_id, "mlflow.note.content", note)
-    for g, _ in tbl.GROUPS:
-        for r in summary.iter_rows(named=True):
-            if r[f"{g}_mean"] is not None:
-                slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in r["variant"])
-                client.log_metric(outcome.parent_run_id, f"{g}/{slug}", float(r[f"{g}_mean"]))
-    return md
-
-
-CHART = "results/table.png"
-NOTE_LIMIT = 8000
-"""MLflow keeps at most this many characters of a tag value (mlflow.utils.validation.MAX_TAG_VAL_LENGTH),
-a Description included; longer ones are cut with a warning."""
-
-
-def description(table: str, title: str, summary, md: str, run_id: str) -> tuple[str, str]:
-    """The parent run's Description (mlflow.note.content, markdown) and the one-line verdict.
-
-    MLflow's run page shows a Description's first lines above "Show more": the title and the verdict on
-    the paper's ordering come first, then our rows beside the paper's numbers, the bar chart (the
-    `results/table.png` artifact, shown inline), the ordering pair by pair, and the full table with every
-    trial's child run and commit. A table without paper numbers (`paper.TABLES`) gets the table and chart."""
-    from . import paper
-
-    chart = artifact_url(run_id, CHART)
-    rows = list(summary.iter_rows(named=True)) if summary.height else []
-    comparison = paper.comparison_markdown(table, rows, chart=chart)
-    body = md.split("\n", 1)[1].lstrip("\n") if md.startswith("## ") else md
-    if comparison is None:
-        note = f"{md}\n![bar chart: {title}]({chart})\n\nChart: artifact `{CHART}`.\n"
-        return note, ""
-    verdict = comparison.split("\n", 1)[0]
-    head = f"## {title}\n\n{comparison}\nChart: artifact `{CHART}`; the full table: artifact `results/table.md`.\n\n"
-    note = f"{head}### Every row and trial\n\n{body}"
-    if len(note) > NOTE_LIMIT:  # many trials: the full table stays in the artifact
-        note = f"{head}### Every row and trial\n\nIn the artifact `results/table.md` (too long for a Description).\n"
-    if len(note) > NOTE_LIMIT:  # still too long: without the pair-by-pair list
-        short = paper.comparison_markdown(table, rows, chart=chart, pairs=False)
-        note = f"## {title}\n\n{short}\nChart: artifact `{CHART}`; the full table: artifact `results/table.md`.\n"
-    return note[:NOTE_LIMIT], verdict
-
-
-ML_VIEW = "workflowType=machine_learning"
-"""MLflow 3.17's UI opens an experiment in the view stored in the browser (GenAI unless the user picked
-"Model training" at the top once) and ignores the `mlflow.experimentKind` tag for that; a link with this
-query opens the model-training view."""
-
-
-def ui_hint(uri: str, experiment_id: str, parent: str) -> str:
-    return (
-        "[sweep] open the MLflow UI on these runs:\n"
-        f"  bash scripts/mlflow_ui.sh --backend-store-uri {uri}\n"
-        f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent}?{ML_VIEW}\n"
-        f"  (this sweep's run: the table, the paper's numbers, the verdict, the chart; all runs: "
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?{ML_VIEW})"
-    )
 
 
 def install_sigterm_as_interrupt() -> None:
