@@ -252,3 +252,20 @@ def test_views_draw_a_ranks_consecutive_windows_from_one_movie(store):
     assert all((a == b).all() for a, b in zip(plain.locate(range(n)), one.locate(range(n))))
     with pytest.raises(ValueError, match="views"):
         ShotWindows(store, 4, views=0)
+
+
+def test_view_span_draws_a_groups_views_as_neighbours(store):
+    """data.view_span = s: the views of a group start within 2s shots of each other (a common centre
+    +- s, clipped to the movie), same movies as without; s = 0 is the unrestricted draw."""
+    n = 256
+    near = ShotWindows(store, 2, mode="train", seed=5, windows_per_epoch=n, views=2, view_span=1)
+    far = ShotWindows(store, 2, mode="train", seed=5, windows_per_epoch=n, views=2)
+    m, start = near.locate(range(n))
+    m_far, start_far = far.locate(range(n))
+    assert (m == m_far).all() and (m[0::2] == m[1::2]).all()
+    gap = np.abs(start[0::2] - start[1::2])
+    assert gap.max() <= 2 and (gap > 0).any()
+    assert np.abs(start_far[0::2] - start_far[1::2]).max() > 2
+    assert (start >= 0).all() and (start <= np.maximum(near.n_shots[m] - 2, 0)).all()
+    with pytest.raises(ValueError, match="view_span"):
+        ShotWindows(store, 2, views=2, view_span=-1)

@@ -285,3 +285,55 @@ def test_reconstruction_loss_empty_and_bad_shapes():
     loss.backward()
     with pytest.raises(ValueError, match=r"same shape \[W, D\]"):
         reconstruction_loss(torch.zeros(3, 4), torch.zeros(3, 5))
+
+
+# ------------------------------------------------------------------- LossConfig.negatives (groups)
+def ref_grouped_nce(a, b, group, tau, normalize=True):
+    """Loop reference: candidates of anchor i are b_i and every b_j of another group."""
+    n = len(a)
+    total = 0.0
+    for i in range(n):
+        cands = [j for j in range(n) if j == i or group[j] != group[i]]
+        score = {}
+        for j in cands:
+            dot = sum(float(p) * float(q) for p, q in zip(a[i], b[j]))
+            score[j] = (_cos(a[i], b[j]) if normalize else dot) / tau
+        total += -(score[i] - math.log(sum(math.exp(x) for x in score.values())))
+    return total / n
+
+
+def test_grouped_info_nce_and_masked_loss_match_loop_reference():
+    torch.manual_seed(3)
+    a, b = torch.randn(9, 4), torch.randn(9, 4)
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    assert info_nce(a, b, TAU, group).item() == pytest.approx(ref_grouped_nce(a, b, group, TAU), rel=1e-5)
+    got = masked_token_loss(a, b, 0.5, normalize=False, group=group).item()
+    assert got == pytest.approx(ref_grouped_nce(a, b, group, 0.5, normalize=False), rel=1e-5)
+    # one group per anchor: the ungrouped loss; every anchor alone in the batch of its group: zero
+    assert info_nce(a, b, TAU, torch.arange(9)).item() == pytest.approx(info_nce(a, b, TAU).item(), rel=1e-6)
+    assert info_nce(a, b, TAU, torch.zeros(9, dtype=torch.long)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_group_chance_counts_the_candidates():
+    from lmp_model.losses import group_chance
+
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    # candidates: 9 - 3 + 1 = 7 (x3), 9 - 2 + 1 = 8 (x2), 9 - 4 + 1 = 6 (x4)
+    expected = (3 * math.log(7) + 2 * math.log(8) + 4 * math.log(6)) / 9
+    assert group_chance(group, 9).item() == pytest.approx(expected, rel=1e-6)
+    assert group_chance(None, 9).item() == pytest.approx(math.log(9), rel=1e-6)
+
+
+def test_inter_and_cross_terms_drop_same_window_candidates():
+    torch.manual_seed(4)
+    n, k, d = 3, 4, 5
+    v, a = torch.randn(n, k, d), torch.randn(n, k, d)
+    mask = torch.rand(n, k) > 0.2
+    win = torch.arange(n)[:, None].expand(n, k)
+    vs, as_ = _pairs(v, a, mask)
+    gs = [int(win[j, i]) for j in range(n) for i in range(k) if mask[j, i]]
+    got = inter_modal_loss(v, a, mask, temperature=TAU, terms=("v2a", "a2v"), group=win)
+    assert got["v2a"].item() == pytest.approx(ref_grouped_nce(vs, as_, gs, TAU), rel=1e-5)
+    assert got["a2v"].item() == pytest.approx(ref_grouped_nce(as_, vs, gs, TAU), rel=1e-5)
+    cm = cross_modal_loss(v, a, mask, temperature=TAU, terms=("a2l",), group=win)
+    assert cm["a2l"].item() == pytest.approx(ref_grouped_nce(vs, as_, gs, TAU), rel=1e-5)

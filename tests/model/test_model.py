@@ -63,6 +63,36 @@ def test_terms_are_the_losses_of_the_internal_features():
     )
 
 
+@pytest.mark.parametrize("how", ["other_windows", "other_movies"])
+def test_negatives_leave_out_the_anchors_window_or_movie(how):
+    """loss.negatives: inter/v2a and intra/video are the grouped InfoNCE (loop-tested in test_losses)
+    with one group per window, or per movie; the chance level counts the candidates left."""
+    from lmp_model.losses import group_chance
+
+    model = build(tiny("loss.window=0", f"loss.negatives={how}"))
+    batch = make_batch()
+    n, k = batch["shot_mask"].shape
+    batch["movie"] = [f"m{j // 2}" for j in range(n)]
+    captured = {}
+    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    model.embed["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v_target", o[1]))
+    masked = model.sample_masks(batch, torch.Generator().manual_seed(3))
+    out = model(batch, masked=masked)
+    per_window = torch.arange(n) // 2 if how == "other_movies" else torch.arange(n)
+    group = per_window[:, None].expand(n, k)
+    sm, sel, tau = batch["shot_mask"], masked["video"], model.cfg.loss.temperature
+    ref = info_nce(captured["v"][sm], captured["a"][sm], tau, group[sm])
+    assert out.terms["inter/v2a"].item() == pytest.approx(ref.item(), rel=1e-6)
+    assert ref.item() != pytest.approx(info_nce(captured["v"][sm], captured["a"][sm], tau).item(), rel=1e-3)
+    assert out.chance["inter/v2a"].item() == pytest.approx(group_chance(group[sm], int(sm.sum())).item())
+    mc = model.cfg.masking
+    ref = masked_token_loss(
+        captured["v"][sel], captured["v_target"][sel], mc.temperature, mc.normalize, group[sel]
+    )
+    assert out.terms["intra/video"].item() == pytest.approx(ref.item(), rel=1e-6)
+
+
 def test_masked_inputs_are_replaced_by_the_mask_token():
     """Changing a base feature at a [MASK] position changes only the masking targets, not the context."""
     model = build(tiny("masking.random_ratio=0", "masking.keep_ratio=0", "loss.recon=1.0"))  # all [MASK]ed

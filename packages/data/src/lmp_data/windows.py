@@ -61,6 +61,9 @@ class WindowsConfig:
     """Train: windows drawn per movie draw (consecutive windows of a rank share a movie)."""
     view_stride: int = 1
     """Train: the rank count (see `ShotWindows`)."""
+    view_span: int = 0
+    """Train, views > 1: 0 = each view of a group starts anywhere in the movie; s > 0 = within s shots
+    of a centre drawn uniformly (so views are at most 2s apart, neighbours in the movie)."""
 
 
 def overlaps(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -87,7 +90,8 @@ class ShotWindows(Dataset):
     `movies` restricts the windows to those movie ids (e.g. one split). Train mode with `views` > 1
     draws windows in groups of `views` from one movie (each at its own random start): window indices
     i and i + view_stride * t share a group when they fall in the same block of `views` (view_stride =
-    the number of ranks, so that a rank's consecutive windows j, j+1, ... form the groups).
+    the number of ranks, so that a rank's consecutive windows j, j+1, ... form the groups); with
+    `view_span` s > 0 the views of a group start within s shots of a common centre (clipped to the movie).
     `device` / `store_device`: where batches are returned / where the store's tensors live and the
     gather runs (see the module docstring and `WindowGather`).
     """
@@ -105,6 +109,7 @@ class ShotWindows(Dataset):
         memory_dtype: str = "float32",
         views: int = 1,
         view_stride: int = 1,
+        view_span: int = 0,
         device: str | torch.device = "cpu",
         store_device: str | torch.device | None = None,
     ):
@@ -118,7 +123,9 @@ class ShotWindows(Dataset):
             raise ValueError(f"ShotWindows: stride must be a positive int or None, got {stride!r}")
         if min(int(views), int(view_stride)) < 1:
             raise ValueError(f"ShotWindows: views and view_stride must be >= 1, got {views}, {view_stride}")
-        self.views, self.view_stride = int(views), int(view_stride)
+        if int(view_span) < 0:
+            raise ValueError(f"ShotWindows: view_span must be >= 0, got {view_span}")
+        self.views, self.view_stride, self.view_span = int(views), int(view_stride), int(view_span)
         if isinstance(store, FeatureStore):
             store = store.load_all(list(movies) if movies is not None else None, dtype=memory_dtype)
         self.mem = store
@@ -160,6 +167,7 @@ class ShotWindows(Dataset):
             memory_dtype=cfg.memory_dtype,
             views=cfg.views,
             view_stride=cfg.view_stride,
+            view_span=cfg.view_span,
         )
 
     def _eval_starts(self, n: int) -> np.ndarray:
@@ -198,7 +206,11 @@ class ShotWindows(Dataset):
         r = (gkey % np.uint64(self.cum_valid[-1])).astype(np.int64)
         j = np.searchsorted(self.cum_valid, r, side="right") - 1
         n_valid = (self.cum_valid[j + 1] - self.cum_valid[j]).astype(np.uint64)
-        return self.movie_idx[j], (key % n_valid).astype(np.int64)
+        if self.view_span == 0:
+            return self.movie_idx[j], (key % n_valid).astype(np.int64)
+        centre = (_mix(gkey) % n_valid).astype(np.int64)
+        offset = (key % np.uint64(2 * self.view_span + 1)).astype(np.int64) - self.view_span
+        return self.movie_idx[j], np.clip(centre + offset, 0, n_valid.astype(np.int64) - 1)
 
     def window(self, index: int) -> tuple[str, int]:
         """(movie id, first shot) of window `index`."""

@@ -211,6 +211,13 @@ class LossConfig:
     probed for. Chance level: predicting the masked set's mean target (logged as `loss_chance/recon/<m>`)."""
     disabled: list[str] = field(default_factory=list)
     """Finer switches: term names to leave out, e.g. ["inter/v2l", "inter/l2v", "intra/text"]."""
+    negatives: str = "batch"
+    """Candidates of the per-shot InfoNCE terms (Eq. 1, 3-6). "batch" (the paper): every other shot /
+    masked token of the micro-batch is a negative, the anchor's own window's too. "other_windows": shots
+    of the anchor's own window are neither positives nor negatives, so what a window's shots share (their
+    scene, their movie) is no longer pushed apart by the hardest negatives. "other_movies": also those of
+    the other windows of the anchor's movie (the loader's same-movie views; as "other_windows" when the
+    batch carries no `movie` field)."""
     contrast_masked: bool = True
     """Whether [MASK]-replaced positions also take part in the inter- and cross-modal InfoNCE (their
     contextual output is still a representation of that shot). False leaves them out."""
@@ -314,6 +321,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
             loss.head in ("mlp", "linear", "none"),
             "loss.head",
             f"'mlp', 'linear' or 'none', got {loss.head!r}",
+        ),
+        (
+            loss.negatives in ("batch", "other_windows", "other_movies"),
+            "loss.negatives",
+            f"'batch', 'other_windows' or 'other_movies', got {loss.negatives!r}",
         ),
         (cfg.max_shots >= 1, "max_shots", f">= 1, got {cfg.max_shots}"),
         (cfg.max_tokens >= 1, "max_tokens", f">= 1, got {cfg.max_tokens}"),

@@ -29,10 +29,32 @@ def chance_level(candidates: Tensor | int) -> Tensor:
     return torch.log(n.clamp(min=1.0))
 
 
-def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+def exclude_group(logits: Tensor, group: Tensor | None) -> Tensor:
+    """logits [n, n] with candidate j of anchor i set to -inf where group_j == group_i and j != i.
+
+    The `LossConfig.negatives` switch: shots of the anchor's own window (or movie) are then neither
+    positives nor negatives. group None returns the logits unchanged."""
+    if group is None:
+        return logits
+    same = group[:, None] == group[None, :]
+    same.fill_diagonal_(False)
+    return logits.masked_fill(same, float("-inf"))
+
+
+def group_chance(group: Tensor | None, n: int) -> Tensor:
+    """Chance level of an InfoNCE over n pairs whose same-group candidates are excluded: the mean over
+    anchors of ln(its candidates) (ln n without groups, `chance_level`)."""
+    if group is None or n == 0:
+        return chance_level(n)
+    same = (group[:, None] == group[None, :]).sum(dim=1)
+    return torch.log((n - same + 1).float()).mean()
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float, group: Tensor | None = None) -> Tensor:
     """InfoNCE in one direction a -> b over n pairs (a_i, b_i) with all b_j (j != i) as negatives.
 
     Returns mean_i -log softmax_j(cos(a_i, b_j) / temperature)[i]; a, b are [n, d]; n = 0 gives 0.
+    group [n] ints (optional): b_j with group_j == group_i, j != i, is not a candidate of a_i.
     """
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(
@@ -41,17 +63,22 @@ def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     if a.shape[0] == 0:
         return _zero(a, b)
     logits = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+    return F.cross_entropy(exclude_group(logits, group), torch.arange(a.shape[0], device=a.device))
 
 
 def masked_token_loss(
-    pred: Tensor, target: Tensor, temperature: float = 1.0, normalize: bool = False
+    pred: Tensor,
+    target: Tensor,
+    temperature: float = 1.0,
+    normalize: bool = False,
+    group: Tensor | None = None,
 ) -> Tensor:
     """Eq. 1 over the W masked tokens of one modality: each prediction must pick its own target.
 
     pred, target: [W, d], row w = the contextual output at a masked position and the projected input
     token there. Loss = mean_w -log softmax_{w'}(pred_w . target_{w'} / temperature)[w]. The paper's
     dot product is the default (normalize=False, temperature=1); `normalize` switches to cosine.
+    group [W] ints (optional): targets of the same group as w (other than its own) are not candidates.
     """
     if pred.shape != target.shape or pred.dim() != 2:
         raise ValueError(
@@ -63,7 +90,7 @@ def masked_token_loss(
     p, t = pred.float(), target.float()
     if normalize:
         p, t = F.normalize(p, dim=-1), F.normalize(t, dim=-1)
-    logits = p @ t.T / temperature
+    logits = exclude_group(p @ t.T / temperature, group)
     return F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device))
 
 
@@ -73,16 +100,19 @@ def intra_modal_loss(
     masked: Mapping[str, Tensor],
     temperature: float = 1.0,
     normalize: bool = False,
+    groups: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Eq. 2, one `masked_token_loss` per modality.
 
     For each modality m: outputs[m] [N, L, d] contextual outputs, targets[m] [N, L, d] projected input
     tokens, masked[m] [N, L] bool, True at the [MASK]-replaced (valid) positions. The negatives of a
-    token are all masked tokens of that modality in the batch. Returns {m: loss}.
+    token are all masked tokens of that modality in the batch, less those of the same group when
+    groups[m] [N, L] ints is given (`exclude_group`). Returns {m: loss}.
     """
     losses = {}
     for m, sel in masked.items():
-        losses[m] = masked_token_loss(outputs[m][sel], targets[m][sel], temperature, normalize)
+        group = groups[m][sel] if groups is not None else None
+        losses[m] = masked_token_loss(outputs[m][sel], targets[m][sel], temperature, normalize, group)
     return losses
 
 
@@ -107,32 +137,36 @@ def inter_modal_loss(
     temperature: float = 0.3,
     terms: tuple[str, ...] = ("v2a", "a2v", "v2l", "l2v"),
     pair_mask: Tensor | None = None,
+    group: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Eq. 3-5, video as the anchor.
 
     video <-> audio is one-to-one: every valid (window j, shot i) is a positive pair, all other valid
     N*k shots of the batch are the negatives. video <-> language pairs v_i with l_bar_i (Eq. 4, from
     `language_per_shot`), over the valid shots that have language tokens. v, a, l_shot: [N, k, d];
-    shot_mask, l_shot_mask, pair_mask (extra restriction, e.g. unmasked shots): [N, k] bool.
+    shot_mask, l_shot_mask, pair_mask (extra restriction, e.g. unmasked shots): [N, k] bool; group
+    [N, k] ints (optional): shots of the anchor's group are not its candidates (`exclude_group`).
     Returns the requested directions among v2a, a2v, v2l, l2v.
     """
     valid = shot_mask if pair_mask is None else shot_mask & pair_mask
     out = {}
     if "v2a" in terms or "a2v" in terms:
         vv, aa = v[valid], a[valid]
+        g = group[valid] if group is not None else None
         if "v2a" in terms:
-            out["v2a"] = info_nce(vv, aa, temperature)
+            out["v2a"] = info_nce(vv, aa, temperature, g)
         if "a2v" in terms:
-            out["a2v"] = info_nce(aa, vv, temperature)
+            out["a2v"] = info_nce(aa, vv, temperature, g)
     if "v2l" in terms or "l2v" in terms:
         if l_shot is None or l_shot_mask is None:
             raise ValueError("inter_modal_loss: v2l/l2v need l_shot and l_shot_mask")
         sel = valid & l_shot_mask
         vv, ll = v[sel], l_shot[sel]
+        g = group[sel] if group is not None else None
         if "v2l" in terms:
-            out["v2l"] = info_nce(vv, ll, temperature)
+            out["v2l"] = info_nce(vv, ll, temperature, g)
         if "l2v" in terms:
-            out["l2v"] = info_nce(ll, vv, temperature)
+            out["l2v"] = info_nce(ll, vv, temperature, g)
     return out
 
 
@@ -142,18 +176,21 @@ def cross_modal_loss(
     mask: Tensor,
     temperature: float = 0.3,
     terms: tuple[str, ...] = ("a2l", "l2a"),
+    group: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Eq. 6: InfoNCE between audio-conditioned and language-conditioned video, both directions.
 
-    v_a, v_l [N, k, d]; mask [N, k] bool selects the pairs (valid shots of windows with language).
+    v_a, v_l [N, k, d]; mask [N, k] bool selects the pairs (valid shots of windows with language);
+    group [N, k] ints (optional) as in `inter_modal_loss`.
     Returns {"a2l": L(v_a -> v_l), "l2a": L(v_l -> v_a)} (the requested ones).
     """
     va, vl = v_a[mask], v_l[mask]
+    g = group[mask] if group is not None else None
     out = {}
     if "a2l" in terms:
-        out["a2l"] = info_nce(va, vl, temperature)
+        out["a2l"] = info_nce(va, vl, temperature, g)
     if "l2a" in terms:
-        out["l2a"] = info_nce(vl, va, temperature)
+        out["l2a"] = info_nce(vl, va, temperature, g)
     return out
 
 

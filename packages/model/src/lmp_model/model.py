@@ -25,6 +25,7 @@ from lmp_model.config import MODALITIES, ModelConfig, term_modalities
 from lmp_model.losses import (
     chance_level,
     cross_modal_loss,
+    group_chance,
     inter_modal_loss,
     intra_modal_loss,
     language_per_shot,
@@ -256,6 +257,18 @@ class LMP(nn.Module):
             return self.cross["shared"](src, src_valid, tgt, shot_mask, _CROSS_SOURCES.index(source), align)
         return self.cross[source](src, src_valid, tgt, shot_mask, align=align)
 
+    def _negative_groups(self, b: Mapping[str, Tensor], movie: Tensor | None) -> dict[str, Tensor] | None:
+        """{m: [N, L] ints}: the group of every shot / token whose members are not each other's negatives
+        (`LossConfig.negatives`): its window, or its window's movie; None for "batch" (the paper)."""
+        how = self.cfg.loss.negatives
+        if how == "batch":
+            return None
+        n = b["video"].shape[0]
+        win = torch.arange(n, device=b["video"].device)
+        if how == "other_movies" and movie is not None:
+            win = movie
+        return {m: win[:, None].expand(b[_VALID_KEY[m]].shape) for m in self.modalities}
+
     # ------------------------------------------------------------------------------------- training
     def forward(
         self,
@@ -318,17 +331,25 @@ class LMP(nn.Module):
                 tokens[m], tgt[m] = self.embed[m](b[m], to_mask, swap)
                 ctx[m] = self.context[m](tokens[m], b[_VALID_KEY[m]])
 
+        neg_group = self._negative_groups(b, group)  # {m: [N, L] ints} or None (`loss.negatives`)
         head = self.loss_head if hasattr(self, "loss_head") else None
         out = {m: head[m](x) for m, x in ctx.items()} if head is not None else ctx  # what Eq. 1-5 read
         terms: dict[str, Tensor] = {}
         counts: dict[str, Tensor] = {}
+        chance: dict[str, Tensor] = {}
+        shot_group = neg_group["video"] if neg_group is not None else None
         if intra_mods:
             targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
             intra = intra_modal_loss(
-                out, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize
-            )
+                out, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize,
+                groups=neg_group,
+            )  # fmt: skip
             terms |= {f"intra/{m}": intra[m] for m in intra_mods}
             counts |= {f"intra/{m}": masked[m].sum() for m in intra_mods}
+            if neg_group is not None:
+                chance |= {
+                    f"intra/{m}": group_chance(neg_group[m][masked[m]], masked[m].sum()) for m in intra_mods
+                }
 
         shot_mask, tau = b["shot_mask"], cfg.loss.temperature
         no_mask = torch.zeros_like(shot_mask)
@@ -345,12 +366,12 @@ class LMP(nn.Module):
             va = inter_modal_loss(
                 out.get("video"), out.get("audio"), shot_mask, temperature=tau,
                 terms=tuple(t for t in inter if t in ("v2a", "a2v")),
-                pair_mask=None if contrast_all else unmasked_va,
+                pair_mask=None if contrast_all else unmasked_va, group=shot_group,
             )  # fmt: skip
             vl = inter_modal_loss(
                 out.get("video"), None, shot_mask, l_shot, l_shot_mask, temperature=tau,
                 terms=tuple(t for t in inter if t in ("v2l", "l2v")),
-                pair_mask=None if contrast_all else unmasked_v,
+                pair_mask=None if contrast_all else unmasked_v, group=shot_group,
             )  # fmt: skip
             terms |= {f"inter/{name}": va.get(name, vl.get(name)) for name in inter}
             n_va = (shot_mask if contrast_all else shot_mask & unmasked_va).sum()
@@ -358,6 +379,14 @@ class LMP(nn.Module):
             if l_shot_mask is not None:
                 n_vl = (shot_mask & l_shot_mask & (True if contrast_all else unmasked_v)).sum()
             counts |= {f"inter/{n}": n_va if n in ("v2a", "a2v") else n_vl for n in inter}
+            if shot_group is not None:
+                sel_va = shot_mask if contrast_all else shot_mask & unmasked_va
+                sel_vl = shot_mask & (True if contrast_all else unmasked_v)
+                if l_shot_mask is not None:
+                    sel_vl = sel_vl & l_shot_mask
+                for n in inter:
+                    sel = sel_va if n in ("v2a", "a2v") else sel_vl
+                    chance[f"inter/{n}"] = group_chance(shot_group[sel], sel.sum())
         if cross:
             v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
             v_l = self._cross("text", ctx["text"], b, ctx["video"])
@@ -365,9 +394,11 @@ class LMP(nn.Module):
                 v_a, v_l = head["cross_audio"](v_a), head["cross_text"](v_l)
             has_text = b["text_mask"].any(dim=1, keepdim=True)
             pairs = shot_mask & has_text if contrast_all else shot_mask & has_text & unmasked_va
-            cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross)
+            cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross, group=shot_group)
             terms |= {f"cross/{name}": cm[name] for name in cross}
             counts |= {f"cross/{name}": pairs.sum() for name in cross}
+            if shot_group is not None:
+                chance |= {f"cross/{name}": group_chance(shot_group[pairs], pairs.sum()) for name in cross}
 
         for m in window:
             valid = b["shot_mask"] if m != "text" else b["text_mask"]
@@ -385,7 +416,6 @@ class LMP(nn.Module):
                 neg = neg[rows]
             terms[f"window/{m}"], counts[f"window/{m}"] = window_loss(z[rows], group[rows], tau, neg)
 
-        chance: dict[str, Tensor] = {}
         for m in recon_mods:  # the hidden shot's base features from its context (LossConfig.recon)
             pred = self.recon_head[m](ctx[m][masked[m]])
             terms[f"recon/{m}"], chance[f"recon/{m}"] = reconstruction_loss(pred, b[m][masked[m]])

@@ -62,6 +62,10 @@ class DataConfig:
     """Windows drawn per movie: a micro-batch holds micro_batch / views movies with `views` windows
     each (random starts), the positives of the window term (`model.loss.window`). 1: every window from
     an independent draw (then the window term has no positives: set model.loss.window=0)."""
+    view_span: int = 0
+    """0: the views of a movie start anywhere in it (the window term's positives share the movie only).
+    s > 0: they start within s shots of a common random centre, so positives are neighbours that also
+    share what a stretch of the movie shares (its scenes, place, people)."""
 
 
 @dataclass

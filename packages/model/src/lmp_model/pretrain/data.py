@@ -111,6 +111,7 @@ def load_train_data(
         memory_dtype=cfg.memory_dtype,
         views=cfg.views,
         view_stride=world,
+        view_span=cfg.view_span,
         device=device,
         store_device=store_device,
     )
