@@ -35,8 +35,10 @@ class RayConfig:
 
 
 @dataclass
-class DataConfig:
-    """The stores a trial reads. Unset stores mean: the generated demo data (built on first use)."""
+class SweepDataConfig:
+    """The stores a sweep's trials read (`data:` of a sweep preset). Unset stores mean: the generated demo
+    data (built on first use). Pretraining's own data settings (window length, views, ...) are
+    `lmp_model.pretrain.DataConfig`, set through `pretrain_config` / `pretrain_overrides`."""
 
     demo_dir: str = DEMO_DIR  # relative to the repo root
     demo_size: str = "default"  # "default" | "tiny" (lmp_data.demo.make_demo)
@@ -48,8 +50,10 @@ class DataConfig:
 
 
 @dataclass
-class MlflowConfig:
-    """The tracking store: a local SQLite file at the repo root unless told otherwise."""
+class SweepMlflowConfig:
+    """A sweep's tracking store and experiment (`mlflow:` of a sweep preset): a local SQLite file at the repo
+    root unless told otherwise. Each trial's pretraining run nests under the sweep's run (its own
+    `lmp_model.pretrain.MlflowConfig` is filled in by the sweep)."""
 
     tracking_uri: str | None = None  # None: sqlite:///<repo>/mlflow.db (or $MLFLOW_TRACKING_URI)
     experiment: str = "lmp-ablations"
@@ -57,8 +61,10 @@ class MlflowConfig:
 
 
 @dataclass
-class ProbeConfig:
-    """The LVU linear probe run after pretraining (lmp_bench.evaluate_lvu)."""
+class SweepProbeConfig:
+    """What a sweep probes after pretraining (`probe:` of a sweep preset): the LVU tasks and features
+    (lmp_bench.evaluate_lvu), the probe seeds, the transfer tasks and the probe-over-training curve. The
+    probe head and its optimisation are `lmp_bench.probe.ProbeConfig` (e.g. `transfer_probe`)."""
 
     tasks: list[str] | None = None  # None: all LVU tasks present in the labels
     features: list[str] = field(default_factory=lambda: ["v_ctx", "a_ctx", "v_cross_a"])
@@ -106,9 +112,9 @@ class SweepConfig:
     )  # Table 3, in the paper's order
     out_dir: str = "runs/sweeps"  # sweep folders (Tune state, trial folders, tables); relative to repo root
     ray: RayConfig = field(default_factory=RayConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    data: SweepDataConfig = field(default_factory=SweepDataConfig)
+    mlflow: SweepMlflowConfig = field(default_factory=SweepMlflowConfig)
+    probe: SweepProbeConfig = field(default_factory=SweepProbeConfig)
     verbose: bool = False
     """The full stream (Ray, Tune, the trials' output) on the console (`-v`) rather than in
     `<sweep>/sweep.log` behind a progress display (progress.py)."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DataConfig, repo_path
+from .config import SweepDataConfig, repo_path
 
 
-def resolve_data(cfg: DataConfig) -> dict[str, str]:
+def resolve_data(cfg: SweepDataConfig) -> dict[str, str]:
     """{"store", "eval_store", "labels"} (+ "transfer", the transfer-task labels, when known) as absolute
     paths; builds the demo data if a store is not given."""
     given = {"store": cfg.store, "eval_store": cfg.eval_store, "labels": cfg.labels}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ProbeConfig
+from .config import SweepProbeConfig
 
 
 @dataclass
@@ -64,7 +64,7 @@ class SweepContext:
     cpus_per_trial: float = 1.0
     pretrain_config: str = ""  # absolute path of the pretraining config
     pretrain_overrides: list[str] = field(default_factory=list)  # the sweep's, under each row's
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    probe: SweepProbeConfig = field(default_factory=SweepProbeConfig)
     data: dict[str, str] = field(default_factory=dict)  # store, eval_store, labels, transfer (data.py)
 
     @property
@@ -80,6 +80,8 @@ class SweepContext:
         """Rebuild from `to_dict` (sweep.json); keys of older sweeps that are no longer fields are dropped."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        probe_names = {f.name for f in dataclasses.fields(ProbeConfig)}
-        kw["probe"] = ProbeConfig(**{k: v for k, v in (d.get("probe") or {}).items() if k in probe_names})
+        probe_names = {f.name for f in dataclasses.fields(SweepProbeConfig)}
+        kw["probe"] = SweepProbeConfig(
+            **{k: v for k, v in (d.get("probe") or {}).items() if k in probe_names}
+        )
         return cls(**kw)

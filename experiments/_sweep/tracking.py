@@ -19,18 +19,18 @@ from lmp_model.tracking import (
 )
 from lmp_model.tracking import git_commit as lmp_git_commit
 
-from .config import REPO_ROOT, MlflowConfig, repo_path
+from .config import REPO_ROOT, SweepMlflowConfig, repo_path
 
 SWEEP_TAG = "lmp.sweep"
 TRIAL_TAG = "lmp.trial"
 
 
-def tracking_uri(cfg: MlflowConfig) -> str:
+def tracking_uri(cfg: SweepMlflowConfig) -> str:
     """The configured URI, else $MLFLOW_TRACKING_URI, else the repo's SQLite store `mlflow.db`."""
     return cfg.tracking_uri or default_tracking_uri(REPO_ROOT)
 
 
-def ensure_experiment(cfg: MlflowConfig, uri: str) -> str:
+def ensure_experiment(cfg: SweepMlflowConfig, uri: str) -> str:
     """The experiment id, created with an absolute file:// artifact location if it does not exist (the
     server's default location for an http(s) URI without `artifact_root`)."""
     client = MlflowClient(uri)

@@ -64,7 +64,7 @@ def run(ctx, model, features: list[str], no_pretrain: str | None = None, **kw) -
     run; returns {column metric: value} for the tasks that ran and `transfer_na` naming the others."""
     import mlflow
 
-    from lmp_bench.probe import ProbeConfig as BenchProbeConfig
+    from lmp_bench.probe import ProbeConfig
     from lmp_bench.transfer import evaluate_transfer
 
     from .work import probe_seed
@@ -91,7 +91,7 @@ def run(ctx, model, features: list[str], no_pretrain: str | None = None, **kw) -
         args = {"model_config": kw.get("model_config"), "init_seed": int(kw.get("init_seed") or 0)}
     if kw.get("k") is not None:
         args["k"] = int(kw["k"])
-    pcfg = BenchProbeConfig(**(probe.transfer_probe or {}))
+    pcfg = ProbeConfig(**(probe.transfer_probe or {}))
     t0 = time.perf_counter()
     res = evaluate_transfer(
         model,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(EXP))
 import ablate_features  # noqa: E402
 import ablate_losses  # noqa: E402
 from _sweep import work  # noqa: E402
-from _sweep.config import ProbeConfig, load_sweep_config  # noqa: E402
+from _sweep.config import SweepProbeConfig, load_sweep_config  # noqa: E402
 from _sweep.runner import worker_modules  # noqa: E402
 from _sweep.spec import SweepContext, TrialSpec  # noqa: E402
 
@@ -47,11 +47,11 @@ def test_sweep_context_round_trips_through_sweep_json():
         parent_run_id="p",
         cpus_per_trial=2.0,
         pretrain_overrides=["train.steps=3"],
-        probe=ProbeConfig(tasks=["genre"], seed_offset=7, curve_every=4),
+        probe=SweepProbeConfig(tasks=["genre"], seed_offset=7, curve_every=4),
         data={"store": "/a", "eval_store": "/b", "labels": "/c"},
     )
     back = SweepContext.from_dict(json.loads(json.dumps(ctx.to_dict())))
-    assert back == ctx and isinstance(back.probe, ProbeConfig) and back.threads == 2
+    assert back == ctx and isinstance(back.probe, SweepProbeConfig) and back.threads == 2
     # a sweep.json written before a field was dropped still resumes
     old = {**ctx.to_dict(), "inject_failures": [], "probe": {**ctx.to_dict()["probe"], "gone": 1}}
     assert SweepContext.from_dict(old) == ctx

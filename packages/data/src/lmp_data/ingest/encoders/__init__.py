@@ -38,8 +38,9 @@ def register(kind: str, name: str):
 
 
 @dataclass
-class EncoderConfig:
-    """One encoder: its registry `name`, local `weights` by role, and free-form `options`."""
+class BaseEncoderConfig:
+    """One base-feature encoder of ingest: its registry `name`, local `weights` by role, and free-form
+    `options` (not `lmp_model.config.EncoderConfig`, the model's contextual transformer)."""
 
     name: str = ""
     weights: dict[str, Any] = field(default_factory=dict)
@@ -50,9 +51,9 @@ class EncoderConfig:
 class EncodersConfig:
     """The encoder set of one store. `batch_size`: shots per encoder call; `device`: auto|cpu|cuda[:i]."""
 
-    video: EncoderConfig = field(default_factory=lambda: EncoderConfig("efficientnet_lite0"))
-    audio: EncoderConfig = field(default_factory=lambda: EncoderConfig("egemaps_logmel"))
-    text: EncoderConfig = field(default_factory=lambda: EncoderConfig("minilm"))
+    video: BaseEncoderConfig = field(default_factory=lambda: BaseEncoderConfig("efficientnet_lite0"))
+    audio: BaseEncoderConfig = field(default_factory=lambda: BaseEncoderConfig("egemaps_logmel"))
+    text: BaseEncoderConfig = field(default_factory=lambda: BaseEncoderConfig("minilm"))
     batch_size: int = 32
     device: str = "auto"
 
@@ -63,12 +64,12 @@ def preset(name: str) -> EncodersConfig:
         return EncodersConfig()
     if name == "paper":
         return EncodersConfig(
-            video=EncoderConfig("r2plus1d", {"model": f"{WEIGHTS_DIR}/r2plus1d_18.pth"}),
-            audio=EncoderConfig(
+            video=BaseEncoderConfig("r2plus1d", {"model": f"{WEIGHTS_DIR}/r2plus1d_18.pth"}),
+            audio=BaseEncoderConfig(
                 "vggish_wav2vec2",
                 {"vggish": f"{WEIGHTS_DIR}/vggish.pth", "wav2vec2": f"{WEIGHTS_DIR}/wav2vec2_base.pth"},
             ),
-            text=EncoderConfig("bart", {"model": f"{WEIGHTS_DIR}/bart-base"}),
+            text=BaseEncoderConfig("bart", {"model": f"{WEIGHTS_DIR}/bart-base"}),
             batch_size=16,
         )
     raise ValueError(f"unknown encoder preset {name!r}; expected offline, paper or a path to a YAML file")
@@ -118,7 +119,7 @@ def build(config: EncodersConfig) -> EncoderSet:
     device = resolve_device(config.device)
     built = {}
     for kind in KINDS:
-        cfg: EncoderConfig = getattr(config, kind)
+        cfg: BaseEncoderConfig = getattr(config, kind)
         if cfg.name not in REGISTRY[kind]:
             raise ValueError(f"unknown {kind} encoder {cfg.name!r}; registered: {sorted(REGISTRY[kind])}")
         weights = {k: None if v is None else str(Path(str(v)).expanduser()) for k, v in cfg.weights.items()}
