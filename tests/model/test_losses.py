@@ -337,3 +337,16 @@ def test_inter_and_cross_terms_drop_same_window_candidates():
     assert got["a2v"].item() == pytest.approx(ref_grouped_nce(as_, vs, gs, TAU), rel=1e-5)
     cm = cross_modal_loss(v, a, mask, temperature=TAU, terms=("a2l",), group=win)
     assert cm["a2l"].item() == pytest.approx(ref_grouped_nce(vs, as_, gs, TAU), rel=1e-5)
+
+
+def test_sync_loss_is_the_binary_cross_entropy_of_own_vs_shuffled():
+    from lmp_model.losses import sync_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, -2.0, 1.0]])
+    own = [math.log1p(math.exp(-x)) for x in logits[0].tolist()]  # -log sigmoid(x)
+    other = [math.log1p(math.exp(x)) for x in logits[1].tolist()]  # -log (1 - sigmoid(x))
+    loss, chance = sync_loss(logits)
+    assert loss.item() == pytest.approx(sum(own + other) / 6, rel=1e-6)
+    assert chance.item() == pytest.approx(math.log(2))
+    assert sync_loss(torch.zeros(2, 5))[0].item() == pytest.approx(math.log(2), rel=1e-6)
+    assert sync_loss(torch.zeros(2, 0))[0].item() == 0.0

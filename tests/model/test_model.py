@@ -33,11 +33,13 @@ def grads_by_module(model):
 
 # --------------------------------------------------------------------------------------- forward
 def test_forward_returns_every_term_and_the_weighted_total():
-    model = build(tiny("loss.intra=0.5", "loss.cross=2.0", "loss.recon=0.25"))
+    model = build(
+        tiny("loss.intra=0.5", "loss.cross=2.0", "loss.recon=0.25", "loss.sync=0.5", "cross.query=video")
+    )
     out = model(make_batch(), generator=torch.Generator().manual_seed(0))
     assert tuple(out.terms) == ALL_TERMS
     assert all(torch.isfinite(v) and v.item() > 0 for v in out.terms.values())
-    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0, "window": 1.0, "recon": 0.25}
+    w = {"intra": 0.5, "inter": 1.0, "cross": 2.0, "window": 1.0, "recon": 0.25, "sync": 0.5}
     total = sum(w[name.split("/")[0]] * v.item() for name, v in out.terms.items())
     assert out.loss.item() == pytest.approx(total, rel=1e-6)
 
@@ -104,7 +106,7 @@ def test_masked_inputs_are_replaced_by_the_mask_token():
     changed = dict(batch, video=batch["video"] + 3.0 * noise * masked["video"].unsqueeze(-1))
     torch.manual_seed(0)
     out2 = model(changed, masked=masked)
-    for name in ALL_TERMS:
+    for name in ALL_TERMS[:-1]:  # every term but sync/audio (off: it needs cross.query=video)
         if name in ("intra/video", "recon/video"):  # their targets are the masked inputs
             assert out1.terms[name].item() != pytest.approx(out2.terms[name].item(), rel=1e-4)
         else:
@@ -211,7 +213,7 @@ def test_padding_does_not_change_the_loss(shared):
     padded, pmasked = _pad(batch, masked)
     padded["movie"] = batch["movie"] + ["nothing"]  # the fully padded window takes no part
     out, out_p = model(batch, masked=masked), model(padded, masked=pmasked)
-    for name in ALL_TERMS:
+    for name in ALL_TERMS[:-1]:  # sync/audio is off (its shuffle draws differ with the padded window)
         assert out_p.terms[name].item() == pytest.approx(out.terms[name].item(), rel=1e-4, abs=1e-5), name
     f, fp = model.encode(batch), model.encode(padded)
     n, k = batch["shot_mask"].shape
@@ -343,7 +345,7 @@ def test_yaml_configs_load_with_overrides():
     )
     assert paper.max_shots >= 60
     demo = load_model_config(CONFIGS / "demo.yaml", ["encoder.d=64", "loss.intra=0"])
-    assert demo.d == 64 and demo.loss.enabled_terms() == tuple(t for t in ALL_TERMS[3:] if "recon" not in t)
+    assert demo.d == 64 and demo.loss.enabled_terms() == tuple(t for t in ALL_TERMS[3:-1] if "recon" not in t)
     assert ModelConfig().encoder.layers == 3 and ModelConfig().loss.temperature == 0.1
     assert model_config_to_dict(demo)["encoder"]["d"] == 64
     with pytest.raises(ConfigKeyError):
@@ -429,3 +431,24 @@ def test_contrast_masked_false_leaves_masked_shots_out_of_the_contrastive_terms(
     assert keep.sum() < batch["shot_mask"].sum()
     ref = info_nce(captured["v"][keep], captured["a"][keep], model.cfg.loss.temperature)
     assert out.terms["inter/v2a"].item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_sync_term_needs_the_video_query_and_cannot_beat_chance_without_synchrony():
+    """loss.sync: own vs shot-shuffled audio read by the video-queried decoder. With every shot's audio
+    alike (and no masking), the shuffled window is the window itself: the BCE is >= ln 2."""
+    with pytest.raises(ValueError, match="loss.sync"):
+        tiny("loss.sync=1.0")  # cross.query defaults to 'source'
+    cfg = ("loss.sync=1.0", "cross.query=video", "cross.align=true", "loss.window=0")
+    model = build(tiny(*cfg))
+    batch = make_batch()
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    assert out.chance["sync/audio"].item() == pytest.approx(math.log(2))
+    out.loss.backward()
+    assert model.sync_head.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cross["audio"].parameters())
+    flat = dict(batch, audio=batch["audio"][:, :1].expand_as(batch["audio"]).clone())
+    only = build(tiny(*cfg, "loss.intra=0", "loss.inter=0", "loss.cross=0"))
+    assert (
+        only(flat, generator=torch.Generator().manual_seed(0)).terms["sync/audio"].item()
+        >= math.log(2) - 1e-6
+    )

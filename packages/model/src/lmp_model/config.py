@@ -22,8 +22,9 @@ INTER_TERMS = ("inter/v2a", "inter/a2v", "inter/v2l", "inter/l2v")
 CROSS_TERMS = ("cross/a2l", "cross/l2a")
 WINDOW_TERMS = tuple(f"window/{m}" for m in MODALITIES)
 RECON_TERMS = tuple(f"recon/{m}" for m in MODALITIES)
+SYNC_TERMS = ("sync/audio",)
 PAPER_TERMS = INTRA_TERMS + INTER_TERMS + CROSS_TERMS
-ALL_TERMS = PAPER_TERMS + WINDOW_TERMS + RECON_TERMS
+ALL_TERMS = PAPER_TERMS + WINDOW_TERMS + RECON_TERMS + SYNC_TERMS
 
 
 def term_modalities(term: str) -> tuple[str, ...]:
@@ -35,7 +36,7 @@ def term_modalities(term: str) -> tuple[str, ...]:
         return (name,)
     if group == "inter":
         return ("video", "audio") if name in ("v2a", "a2v") else ("video", "text")
-    if group == "cross":
+    if group in ("cross", "sync"):
         return MODALITIES
     raise ValueError(f"unknown loss term {term!r}; known: {list(ALL_TERMS)}")
 
@@ -209,6 +210,14 @@ class LossConfig:
     target is the data, so it cannot collapse: the estimate of a hidden shot from its context keeps what
     persists (content) and what is predictable from the order, which is what a clip's time average is
     probed for. Chance level: predicting the masked set's mean target (logged as `loss_chance/recon/<m>`)."""
+    sync: float = 0.0
+    """Weight of the synchrony term (not in the paper; 0 = off; needs `cross.query: video`): the
+    audio-conditioned video of every shot (the cross-modal decoder reading the window's audio) must tell,
+    through a linear head and a binary cross-entropy, whether the audio it reads is the window's own or
+    the same audio with its shots shuffled (audio-visual correspondence, Arandjelovic & Zisserman 2017;
+    Korbar et al. 2018, at the shot level). A shuffled window holds exactly the same audio and video, so
+    only how a shot's sound goes with its picture tells them apart: the per-shot agreement between
+    modalities that neither contextual encoder can see alone. Chance level ln 2."""
     disabled: list[str] = field(default_factory=list)
     """Finer switches: term names to leave out, e.g. ["inter/v2l", "inter/l2v", "intra/text"]."""
     negatives: str = "batch"
@@ -226,7 +235,7 @@ class LossConfig:
         """{term group: weight} of Eq. 7 and lmp's two added groups."""
         return {
             "intra": self.intra, "inter": self.inter, "cross": self.cross, "window": self.window,
-            "recon": self.recon,
+            "recon": self.recon, "sync": self.sync,
         }  # fmt: skip
 
     def enabled_terms(self) -> tuple[str, ...]:
@@ -303,9 +312,14 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (mask.temperature > 0, "masking.temperature", f"> 0, got {mask.temperature}"),
         (loss.temperature > 0, "loss.temperature", f"> 0, got {loss.temperature}"),
         (
-            min(loss.intra, loss.inter, loss.cross, loss.window, loss.recon) >= 0,
-            "loss.intra/inter/cross/window/recon",
+            min(loss.intra, loss.inter, loss.cross, loss.window, loss.recon, loss.sync) >= 0,
+            "loss.intra/inter/cross/window/recon/sync",
             "weights >= 0",
+        ),
+        (
+            loss.sync == 0 or cross.query == "video",
+            "loss.sync",
+            "cross.query 'video' (with 'source' the audio-conditioned output never sees the video)",
         ),
         (
             not (loss.window > 0 and loss.window_shuffled and cfg.projection.absolute_position),

@@ -266,3 +266,14 @@ def reconstruction_loss(pred: Tensor, base: Tensor) -> tuple[Tensor, Tensor]:
     loss = (pred.float() - t).pow(2).mean()
     chance = (t - t.mean(0, keepdim=True)).pow(2).mean()
     return loss, chance.detach()
+
+
+def sync_loss(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """The synchrony term: logits [2, n], row 0 for shots with their own audio (label 1), row 1 for the
+    same shots reading shuffled audio (label 0); mean binary cross-entropy and its chance level ln 2."""
+    if logits.numel() == 0:
+        return _zero(logits), torch.log(torch.tensor(2.0, device=logits.device))
+    target = torch.zeros_like(logits, dtype=torch.float32)
+    target[0] = 1.0
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+    return loss, torch.log(torch.tensor(2.0, device=logits.device))

@@ -31,6 +31,7 @@ from lmp_model.losses import (
     language_per_shot,
     reconstruction_loss,
     shuffle_within,
+    sync_loss,
     time_average,
     window_loss,
 )
@@ -128,6 +129,8 @@ class LMP(nn.Module):
             self.recon_head = nn.ModuleDict({m: nn.Linear(d, self.dims[m]) for m in self.modalities})
         if cfg.loss.window > 0 and cfg.loss.window_head != "none":
             self.window_head = nn.ModuleDict({m: _head(d, cfg.loss.window_head) for m in self.modalities})
+        if cfg.loss.sync > 0 and self.has_cross:  # the synchrony term's per-shot logit
+            self.sync_head = nn.Linear(d, 1)
         if cfg.loss.head != "none":  # SimCLR's projection heads: the terms read these, probes do not
             heads = [*self.modalities, *(f"cross_{m}" for m in _CROSS_SOURCES if self.has_cross)]
             self.loss_head = nn.ModuleDict({n: _head(d, cfg.loss.head) for n in heads})
@@ -302,7 +305,7 @@ class LMP(nn.Module):
         cross = tuple(t.split("/")[1] for t in terms_on if t.startswith("cross/"))
         group = _window_groups(batch.get("movie"), b["video"].device)
         window = [t.split("/")[1] for t in terms_on if t.startswith("window/")] if group is not None else []
-        if not (mask_mods or inter or cross or window):
+        if not (mask_mods or inter or cross or window or "sync/audio" in terms_on):
             raise ValueError(
                 "LMP.forward: the only terms on are window terms and the batch has no 'movie' field to "
                 "group windows by"
@@ -312,7 +315,7 @@ class LMP(nn.Module):
             need |= {"video", "audio"}
         if {"v2l", "l2v"} & set(inter):
             need |= {"video", "text"}
-        if cross:
+        if cross or "sync/audio" in terms_on:
             need |= set(MODALITIES)
 
         if masked is None:
@@ -337,6 +340,7 @@ class LMP(nn.Module):
         terms: dict[str, Tensor] = {}
         counts: dict[str, Tensor] = {}
         chance: dict[str, Tensor] = {}
+        v_a = None
         shot_group = neg_group["video"] if neg_group is not None else None
         if intra_mods:
             targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
@@ -419,6 +423,17 @@ class LMP(nn.Module):
         for m in recon_mods:  # the hidden shot's base features from its context (LossConfig.recon)
             pred = self.recon_head[m](ctx[m][masked[m]])
             terms[f"recon/{m}"], chance[f"recon/{m}"] = reconstruction_loss(pred, b[m][masked[m]])
+
+        if "sync/audio" in terms_on:  # own vs shot-shuffled audio, per shot (LossConfig.sync)
+            own = (
+                v_a
+                if v_a is not None and head is None
+                else self._cross("audio", ctx["audio"], b, ctx["video"])
+            )
+            shuffled_audio, _ = shuffle_within(ctx["audio"], shot_mask, generator)
+            other = self._cross("audio", shuffled_audio, b, ctx["video"])
+            logits = self.sync_head(torch.stack([own, other])[:, shot_mask]).squeeze(-1)
+            terms["sync/audio"], chance["sync/audio"] = sync_loss(logits)
 
         weight = cfg.loss.weights()
         loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
