@@ -176,6 +176,20 @@ def test_train_sampling_reproducible_and_resumable(store):
     assert 0.4 < frac_long < 0.65
 
 
+def test_batch_of_an_epoch_is_that_epochs_getitems(store):
+    """`batch(indices, epoch)` (what pretraining's WindowStream calls) = `set_epoch(epoch)` + `__getitems__`."""
+    ds = ShotWindows(store, 6, mode="train", seed=3, windows_per_epoch=40)
+    ref = ShotWindows(store, 6, mode="train", seed=3, windows_per_epoch=40)
+    idx = [5, 0, 17, 39]
+    for epoch in (2, 2, 0, None):
+        if epoch is not None:
+            ref.set_epoch(epoch)
+        got, exp = ds.batch(idx, epoch=epoch), ref.__getitems__(idx)
+        assert ds.epoch == ref.epoch and got["movie"] == exp["movie"]
+        assert all(torch.equal(got[k], exp[k]) for k in BATCH_KEYS if k != "movie")
+    assert ds.batch(idx, epoch=1)["start"].tolist() != ds.batch(idx, epoch=0)["start"].tolist()
+
+
 def test_collate_pads_tokens(store):
     ds = ShotWindows(store, 4, mode="eval", movies=["mute", "mid"])
     items = [ds[0], ds[len(ds) - 1]]

@@ -238,6 +238,13 @@ class ShotWindows(Dataset):
         """The collated batch of `indices` (what `collate_windows([self[i] for i in indices])` gives)."""
         return self.gather(*self.locate(indices))
 
+    def batch(self, indices: Sequence[int], epoch: int | None = None) -> dict[str, Any]:
+        """The collated batch of window `indices` (as `__getitems__`), of epoch `epoch` when given (train
+        mode: that epoch's windows; the dataset stays at that epoch, as after `set_epoch`)."""
+        if epoch is not None and epoch != self.epoch:
+            self.set_epoch(epoch)
+        return self.__getitems__(indices)
+
     def max_tokens(self) -> int:
         """Most language tokens a window of these movies can hold (an upper bound of the exact count)."""
         return self.gather.max_tokens(self.movie_idx)

@@ -121,7 +121,9 @@ def load_train_data(
 class WindowStream:
     """Endless micro-batches of one rank, from micro-step `start` on; optionally built ahead by a thread.
 
-    Iterating yields `(micro_step, batch)`. `close()` stops the thread.
+    `windows`: a `lmp_data.ShotWindows`, or anything else with its `len` and `batch(indices, epoch)`
+    (Movies2Scenes' pairs, `lmp_model.recipes.m2s_data`). Iterating yields `(micro_step, batch)`.
+    `close()` stops the thread.
     """
 
     def __init__(
@@ -157,9 +159,7 @@ class WindowStream:
 
     def build(self, micro_step: int) -> dict[str, Any]:
         epoch, _ = self.position(micro_step)
-        if self.windows.epoch != epoch:
-            self.windows.set_epoch(epoch)
-        return self.windows.__getitems__(self.indices(micro_step).tolist())
+        return self.windows.batch(self.indices(micro_step).tolist(), epoch=epoch)
 
     def _produce(self, start: int) -> None:
         m = start

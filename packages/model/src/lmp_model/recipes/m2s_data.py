@@ -2,7 +2,7 @@
 
 The window loader cuts k-shot windows; two stages of Movies2Scenes (`lmp_model.recipes.m2s`) train on
 something else, built here from the same in-memory store and handed to `lmp-pretrain` in place of the
-windows (`M2S.train_data`; the trainer streams them like windows: `len`, `set_epoch`, `__getitems__`):
+windows (`M2S.train_data`; the trainer streams them like windows: `len`, `batch(indices, epoch)`):
 
 - `MoviePairs` (stage "movie", paper Sec. 3.1.2): item i of an epoch is one of the run's movies (each in
   turn, in an order drawn per epoch) with a similar movie (label 1, probability `movie.positive_frac`) or
@@ -94,8 +94,8 @@ def _gather(mem: Any, spans: Sequence[tuple[int, int, int]], prefix: str = "") -
 
 
 class _Items:
-    """What `WindowStream` needs of a dataset: `len`, `epoch`, `set_epoch`, `__getitems__`; item i of
-    epoch e is a pure function of (seed, e, i)."""
+    """What `WindowStream` needs of a dataset (as `lmp_data.ShotWindows`): `len` and `batch(indices, epoch)`;
+    item i of epoch e is a pure function of (seed, e, i)."""
 
     def __init__(self, mem: Any, seed: int, length: int):
         self.mem, self.seed, self.length, self.epoch = mem, int(seed), int(length), 0
@@ -105,6 +105,15 @@ class _Items:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def batch(self, indices: Sequence[int], epoch: int | None = None) -> dict[str, Any]:
+        """The batch of `indices` (`__getitems__`), of epoch `epoch` when given (as `ShotWindows.batch`)."""
+        if epoch is not None and epoch != self.epoch:
+            self.set_epoch(epoch)
+        return self.__getitems__(indices)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        raise NotImplementedError  # each kind of pair builds its own batch
 
     def _rng(self, index: int, salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index), salt])
