@@ -179,7 +179,7 @@ class ClipWindows:
         (`TEXT_FREE`) the model's output is the same and the language branch costs nothing.
         """
         idx = np.asarray(idx, dtype=np.int64)
-        batch = self.ds.__getitems__(idx.tolist())
+        batch = self.ds.batch(idx.tolist())
         truncated = 0
         if not text:
             for f in ("text", "text_mask", "token_shot"):

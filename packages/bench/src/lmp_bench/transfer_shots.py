@@ -211,7 +211,7 @@ def shot_features(model, mem, clip_ids, names, k: int, batch_size: int = 64) -> 
     acc, cnt = None, np.zeros(int(so[-1]))
     for lo in range(0, len(ds), batch_size):
         idx = np.arange(lo, min(lo + batch_size, len(ds)))
-        batch = ds.__getitems__(list(idx))
+        batch = ds.batch(list(idx))
         f, valid = _encode(model, batch if text else _no_text(batch), names)
         if acc is None:
             acc = np.zeros((int(so[-1]), f.shape[-1]))
