@@ -94,6 +94,9 @@ class ShotWindows(Dataset):
     `view_span` s > 0 the views of a group start within s shots of a common centre (clipped to the movie).
     `device` / `store_device`: where batches are returned / where the store's tensors live and the
     gather runs (see the module docstring and `WindowGather`).
+
+    Read-only: `mem` (the `InMemoryStore` the windows are cut from), `k`, `seed`; `locate` / `window` say
+    where a window index lies, `batch` builds the batch of window indices.
     """
 
     def __init__(
@@ -128,9 +131,9 @@ class ShotWindows(Dataset):
         self.views, self.view_stride, self.view_span = int(views), int(view_stride), int(view_span)
         if isinstance(store, FeatureStore):
             store = store.load_all(list(movies) if movies is not None else None, dtype=memory_dtype)
-        self.mem = store
-        self.k, self.mode, self.stride = int(k), mode, int(stride or k)
-        self.seed, self.epoch = int(seed), 0
+        self._mem = store
+        self._k, self.mode, self.stride = int(k), mode, int(stride or k)
+        self._seed, self.epoch = int(seed), 0
         ids = list(movies) if movies is not None else store.movie_ids
         missing = [m for m in ids if m not in store.index]
         if missing:
@@ -169,6 +172,21 @@ class ShotWindows(Dataset):
             view_stride=cfg.view_stride,
             view_span=cfg.view_span,
         )
+
+    @property
+    def mem(self) -> InMemoryStore:
+        """The in-memory store the windows are cut from."""
+        return self._mem
+
+    @property
+    def k(self) -> int:
+        """Shots per window."""
+        return self._k
+
+    @property
+    def seed(self) -> int:
+        """The seed of the train-mode draw (with the epoch and the index, it fixes each window)."""
+        return self._seed
 
     def _eval_starts(self, n: int) -> np.ndarray:
         last = max(n - self.k, 0)
