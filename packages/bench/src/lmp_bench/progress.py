@@ -23,7 +23,7 @@ from typing import IO, Any
 from lmp_data.console import LoggingBar, fmt_duration
 
 
-class ProbeProgress:
+class ProbeProgress(LoggingBar):
     """`plan(n)` once the total is known, `start_task` / `probes_done` / `task_done` as probes finish,
     `close()` once (also on error)."""
 
@@ -33,14 +33,9 @@ class ProbeProgress:
         self.done = 0
         self.t0 = time.perf_counter()
         # log records (a task's missing clips) print above the bar
-        self._live = LoggingBar(
+        super().__init__(
             self.stream, [logging.getLogger()], total=None, desc=desc, unit="probe", smoothing=0.1
         )
-        self.bar = self._live.bar
-
-    @property
-    def live(self) -> bool:
-        return self.bar is not None
 
     def plan(self, total: int) -> None:
         """The number of probes to come; only the first call counts (the outermost caller knows best)."""
@@ -77,10 +72,6 @@ class ProbeProgress:
         eta = fmt_duration(self.eta())
         line = f"{self.desc} [{self.done}/{total} probes] {label}: {what} ({took} elapsed, ETA {eta})"
         print(line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        self._live.close()
-        self.bar = None
 
 
 class _NoProgress:

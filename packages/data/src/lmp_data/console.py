@@ -103,17 +103,25 @@ def live_bar(stream: IO[Any] | None = None, **kw: Any):
 class LoggingBar:
     """`live_bar` whose log records (of `loggers`) print above it, via tqdm's logging redirect.
 
-    `bar` is the tqdm bar, or None without a terminal (then nothing is redirected); `close()` ends both.
+    `bar` is the tqdm bar, or None without a terminal or with `enabled=False` (then nothing is redirected);
+    `live` says whether there is one; `close()` ends both. lmp-pretrain's `StepProgress` and lmp-bench's
+    `ProbeProgress` are such bars with what each shows.
     """
 
-    def __init__(self, stream: IO[Any] | None, loggers: list[logging.Logger], **kw: Any):
-        self.bar = live_bar(stream, **kw)
+    def __init__(
+        self, stream: IO[Any] | None, loggers: list[logging.Logger], *, enabled: bool = True, **kw: Any
+    ):
+        self.bar = live_bar(stream, **kw) if enabled else None
         self._redirect: contextlib.ExitStack | None = None
         if self.bar is not None:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             self._redirect = contextlib.ExitStack()
             self._redirect.enter_context(logging_redirect_tqdm(loggers=loggers))
+
+    @property
+    def live(self) -> bool:
+        return self.bar is not None
 
     def close(self) -> None:
         if self.bar is not None:

@@ -14,36 +14,23 @@ from typing import Any
 from lmp_data.console import LoggingBar
 
 
-class StepProgress:
+class StepProgress(LoggingBar):
     """`update(step, rec)` after each optimizer step; `close()` once (also on error)."""
 
     def __init__(self, total: int, start: int, enabled: bool = True, name: str = "pretrain"):
-        self._live = (
-            LoggingBar(
-                sys.stderr,
-                [logging.getLogger(), logging.getLogger("DeepSpeed")],
-                total=total,
-                initial=start,
-                desc=name,
-                unit="step",
-                smoothing=0.1,
-            )
-            if enabled
-            else None
+        super().__init__(
+            sys.stderr,
+            [logging.getLogger(), logging.getLogger("DeepSpeed")],
+            enabled=enabled,
+            total=total,
+            initial=start,
+            desc=name,
+            unit="step",
+            smoothing=0.1,
         )
-        self.bar = self._live.bar if self._live is not None else None
-
-    @property
-    def live(self) -> bool:
-        return self.bar is not None
 
     def update(self, step: int, rec: dict[str, Any]) -> None:
         if self.bar is None:
             return
         self.bar.set_postfix_str(f"loss {rec['loss/total']:.4f}  lr {rec['lr']:.2g}", refresh=False)
         self.bar.update(step - self.bar.n)
-
-    def close(self) -> None:
-        if self._live is not None:
-            self._live.close()
-        self.bar = None
