@@ -437,7 +437,7 @@ def test_sync_term_needs_the_video_query_and_cannot_beat_chance_without_synchron
     """loss.sync: own vs shot-shuffled audio read by the video-queried decoder. With every shot's audio
     alike (and no masking), the shuffled window is the window itself: the BCE is >= ln 2."""
     with pytest.raises(ValueError, match="loss.sync"):
-        tiny("loss.sync=1.0")  # cross.query defaults to 'source'
+        tiny("loss.sync=1.0", "cross.query=source")
     cfg = ("loss.sync=1.0", "cross.query=video", "cross.align=true", "loss.window=0")
     model = build(tiny(*cfg))
     batch = make_batch()
