@@ -31,12 +31,12 @@ HSSL's shot tokens are video + audio.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 from _sweep import work
+from _sweep.cli import main as sweep_main
 from _sweep.cli import select
 from _sweep.runner import Stage
 from _sweep.spec import TrialSpec
@@ -223,37 +223,8 @@ def budget_markdown(sweep_dir: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from _sweep.cli import config_from_args, parser
-    from _sweep.data import resolve_data
-    from _sweep.runner import install_sigterm_as_interrupt, run_sweep
-
-    args = parser(__doc__.splitlines()[0]).parse_intermixed_args(argv)
-    if args.resume and "=" in args.resume and not os.path.exists(args.resume):
-        args.overrides.append(args.resume)
-        args.resume = "latest"
-    # this table has the transfer columns unless the command line says probe.transfer=false
-    args.overrides.insert(0, "probe.transfer=true")
-    cfg = config_from_args(args)
-    t0 = time.perf_counter()
-    data = resolve_data(cfg.data) if not args.resume else None
-    stages, columns = build(cfg, args.only)
-    install_sigterm_as_interrupt()
-    try:
-        out = run_sweep(
-            TABLE,
-            TITLE,
-            stages,
-            cfg,
-            data=data,
-            label_columns=["Recipe"],
-            columns=columns,
-            resume=args.resume,
-        )
-    except Exception as e:
-        if getattr(e, "lmp_reported", False):  # the sweep already printed one line and its log's path
-            return 1
-        raise
+def _write_budget(out, cfg) -> None:
+    """The budget table (steps, wall time) beside the sweep's table, on disk and on the parent run."""
     budget = budget_markdown(out.sweep_dir)
     if budget:
         (out.sweep_dir / "results" / "budget.md").write_text(budget)
@@ -267,16 +238,23 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - the files on disk are the record
             print(f"[sweep] could not log budget.md to the parent run: {e}", flush=True)
         print(budget, flush=True)
-    from _sweep import transfer
-
-    transfer_md = transfer.write_table(out)
-    if transfer_md:
-        print(transfer_md, flush=True)
     if not out.complete:
         print(f"[sweep] resume this one with: .venv/bin/python experiments/compare_recipes.py --scale {cfg.scale} "
               f"--resume {out.sweep_dir}", flush=True)  # fmt: skip
-    print(f"[sweep] {TABLE} at scale {cfg.scale}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return out.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    # this table has the transfer columns unless the command line says probe.transfer=false
+    return sweep_main(
+        TABLE,
+        TITLE,
+        __doc__.splitlines()[0],
+        build,
+        argv,
+        label_columns=["Recipe"],
+        overrides=["probe.transfer=true"],
+        after=_write_budget,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import SCALES, SweepConfig, load_sweep_config
 from .spec import TrialSpec
@@ -95,10 +97,15 @@ def main(
     build_stages,
     argv: list[str] | None = None,
     label_columns: list[str] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    after: Callable[[Any, SweepConfig], None] | None = None,
 ) -> int:
     """Parse the command line, resolve the data, run (or resume) the sweep; the process exit code.
 
     `build_stages(cfg, only) -> (stages, columns)` builds the table's `TrialSpec`s from the config.
+    `overrides` come before the command line's (which win); `after(outcome, cfg)` runs once the sweep
+    has ended, before the transfer table is written.
     """
     from .data import resolve_data
     from .runner import install_sigterm_as_interrupt, run_sweep
@@ -107,6 +114,7 @@ def main(
     if args.resume and "=" in args.resume and not os.path.exists(args.resume):
         args.overrides.append(args.resume)  # `--resume key=value`: the value was an override
         args.resume = "latest"
+    args.overrides[:0] = list(overrides)
     cfg = config_from_args(args)
     t0 = __import__("time").perf_counter()
     data = resolve_data(cfg.data) if not args.resume else None
@@ -127,6 +135,8 @@ def main(
         if getattr(e, "lmp_reported", False):  # one line + the log's path already printed
             return 1
         raise
+    if after is not None:
+        after(out, cfg)
     from .transfer import write_table
 
     transfer_md = write_table(out)  # the transfer columns, when the trials ran them (probe.transfer)
