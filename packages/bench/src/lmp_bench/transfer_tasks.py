@@ -53,38 +53,46 @@ def _ave(feats, attrs_df, attrs, probe, seeds) -> list[dict]:
     return rows
 
 
-def _ordering(model, mem, splits, names, probe, seeds, batch_size, per_clip, rng) -> list[dict]:
-    x, y = {}, {}
+def _sampled(model, mem, splits, names, batch_size, per_clip, min_shots, what, draw) -> tuple[dict, dict]:
+    """Per split, `per_clip` draws `draw(clip, n_shots) -> (shot sequences, label)` from every clip of at
+    least `min_shots` shots: (the sequences' encoded features [n, k, D], the labels) by split."""
+    f, y = {}, {}
     for sp in SPLITS:
         seqs, labels = [], []
         for c in splits[sp]:
             n = len(mem.movie(c)["shots"])
-            for _ in range(per_clip if n >= 3 else 0):
-                st, lab = int(rng.integers(0, n - 2)), int(rng.integers(0, 6))
-                seqs.append((c, [st + p for p in PERMUTATIONS[lab]]))
+            for _ in range(per_clip if n >= min_shots else 0):
+                s, lab = draw(c, n)
+                seqs += s
                 labels.append(lab)
-        if not seqs:
-            raise TransferFormatError(f"shot ordering: no clip of split {sp!r} has 3 shots")
-        f = encode_sequences(model, mem, seqs, names, batch_size)
-        x[sp], y[sp] = f.reshape(len(f), -1), np.array(labels)
+        if not labels:
+            raise TransferFormatError(f"{what}: no clip of split {sp!r} has {min_shots} shots")
+        f[sp], y[sp] = encode_sequences(model, mem, seqs, names, batch_size), np.array(labels)
+    return f, y
+
+
+def _ordering(model, mem, splits, names, probe, seeds, batch_size, per_clip, rng) -> list[dict]:
+    def draw(c, n):
+        st, lab = int(rng.integers(0, n - 2)), int(rng.integers(0, 6))
+        return [(c, [st + p for p in PERMUTATIONS[lab]])], lab
+
+    f, y = _sampled(model, mem, splits, names, batch_size, per_clip, 3, "shot ordering", draw)
+    x = {sp: f[sp].reshape(len(f[sp]), -1) for sp in SPLITS}
     return _probe_rows("ordering", x, y, "classification", 6, probe, seeds)
 
 
 def _next_shot(model, mem, splits, names, probe, seeds, batch_size, per_clip, rng) -> list[dict]:
-    x, y = {}, {}
+    def draw(c, n):
+        st = int(rng.integers(0, n - 8))
+        order = rng.permutation(5)  # candidate j is shot st + 4 + order[j]
+        seqs = [(c, [st, st + 1, st + 2, st + 3, st + 4 + int(o)]) for o in order]
+        return seqs, int(np.flatnonzero(order == 0)[0])
+
+    f, y = _sampled(model, mem, splits, names, batch_size, per_clip, 9, "next shot selection", draw)
+    x = {}
     for sp in SPLITS:
-        seqs, labels = [], []
-        for c in splits[sp]:
-            n = len(mem.movie(c)["shots"])
-            for _ in range(per_clip if n >= 9 else 0):
-                st = int(rng.integers(0, n - 8))
-                order = rng.permutation(5)  # candidate j is shot st + 4 + order[j]
-                seqs += [(c, [st, st + 1, st + 2, st + 3, st + 4 + int(o)]) for o in order]
-                labels.append(int(np.flatnonzero(order == 0)[0]))
-        if not labels:
-            raise TransferFormatError(f"next shot selection: no clip of split {sp!r} has 9 shots")
-        f = encode_sequences(model, mem, seqs, names, batch_size).reshape(len(labels), 5, 5, -1)
-        x[sp], y[sp] = np.concatenate([f[:, :, :4].mean(2), f[:, :, 4]], -1), np.array(labels)
+        g = f[sp].reshape(len(y[sp]), 5, 5, -1)
+        x[sp] = np.concatenate([g[:, :, :4].mean(2), g[:, :, 4]], -1)
     return _probe_rows("next_shot", x, y, "choice", 5, probe, seeds)
 
 
