@@ -78,14 +78,58 @@ class MovieRenderer:
         pos = np.arange(S) - first[scene_of_shot]
         progress = (pos + 0.5) / np.asarray(scene_lengths)[scene_of_shot]
 
-        # shots: log-normal durations (median 3 s), contiguous
-        lo, hi = cfg.shot_seconds
+        shots, dur = self._shot_times(rng, S)
+        setup, size, motion, drift = self._setups_and_shot_factors(rng, facts, scenes, scene_of_shot, pos)
+
+        # audio setup: the scene's way of speaking maps the video setup (sigma_c) with prob. agree_prob
+        way = np.array([sc["way_speaking"] for sc in scenes])[scene_of_shot]
+        agree = rng.random(S) < cfg.agree_prob
+        audio_setup = np.where(agree, self.way_perm[way, setup], rng.integers(0, Z, S)).astype(np.int64)
+        truth = (
+            self.movie_latent(facts, None)[None]
+            + np.stack([self.scene_latent(s, None) for s in scenes])[scene_of_shot]
+        )
+        token_shot, spans, words = self._speech(rng, scenes, scene_of_shot, shots, dur)
+        out = self._features(
+            rng, facts, scenes, scene_of_shot, size=size, motion=motion, drift=drift, progress=progress,
+            setup=setup, audio_setup=audio_setup, token_shot=token_shot, words=words,
+        )  # fmt: skip
+
+        return Movie(
+            movie_id=movie_id,
+            shots=shots,
+            video=out["video"],
+            audio=out["audio"],
+            text=out["text"],
+            text_spans=spans,
+            meta=meta,
+            scene_of_shot=scene_of_shot,
+            scenes=[{k: s[k] for k in ("relationship", "way_speaking", "scene")} for s in scenes],
+            setup=setup,
+            audio_setup=audio_setup,
+            truth_latent=truth.astype(np.float32),
+            shot_size=size,
+            camera_motion=motion,
+            token_shot=token_shot,
+        )
+
+    def _shot_times(self, rng: np.random.Generator, S: int) -> tuple[np.ndarray, np.ndarray]:
+        """([S, 2] shot start / end seconds, [S] durations): log-normal durations (median 3 s), contiguous."""
+        lo, hi = self.cfg.shot_seconds
         dur = np.clip(np.exp(rng.normal(np.log(3.0), 0.6, S)), lo, hi)
         ends = np.cumsum(dur)
         shots = np.stack([ends - dur, ends], 1)
         shots = np.round(shots, 3)  # millisecond times, as an edit decision list would have
         shots[1:, 0] = shots[:-1, 1]
+        return shots, dur
 
+    def _setups_and_shot_factors(
+        self, rng: np.random.Generator, facts: dict[str, Any], scenes: list[dict[str, Any]],
+        scene_of_shot: np.ndarray, pos: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """([S] video setup z_i, [S] shot size, [S] camera motion, [S, Ls] drift) of each shot."""
+        cfg = self.cfg
+        Z, S = cfg.n_setups, len(pos)
         # setups: each scene starts from the uniform distribution, then follows the movie's Markov chain
         # T = p_g I + (1 - p_g) (w mean_r Perm_{d,r} + (1 - w) U), sampled as a mixture of moves per shot:
         # stay (p_g), one of the director's permutations ((1-p_g) w / R each), a uniform jump (the rest)
@@ -122,16 +166,14 @@ class MovieRenderer:
         size = np.asarray(size_l, dtype=np.int64)
         setup = np.asarray(z_l, dtype=np.int64)
         motion = np.where(u[:, 2] < 0.6, scene_motion, mot_draw).astype(np.int64)
+        return setup, size, motion, drift
 
-        # audio setup: the scene's way of speaking maps the video setup (sigma_c) with prob. agree_prob
-        way = np.array([sc["way_speaking"] for sc in scenes])[scene_of_shot]
-        agree = rng.random(S) < cfg.agree_prob
-        audio_setup = np.where(agree, self.way_perm[way, setup], rng.integers(0, Z, S)).astype(np.int64)
-        truth = (
-            self.movie_latent(facts, None)[None]
-            + np.stack([self.scene_latent(s, None) for s in scenes])[scene_of_shot]
-        )
-
+    def _speech(
+        self, rng: np.random.Generator, scenes: list[dict[str, Any]], scene_of_shot: np.ndarray,
+        shots: np.ndarray, dur: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """([T] the shot of each language token, [T, 2] its span in seconds, [T] its word)."""
+        cfg, S = self.cfg, len(shots)
         # speech: each scene has a talkativeness; tokens laid out inside their shot, some run past its end
         speaks = rng.random(S) < np.array([scenes[k]["talk"] for k in scene_of_shot])
         n_tok = np.where(speaks, np.maximum(1, rng.poisson(cfg.tokens_per_second * dur * 0.8)), 0)
@@ -147,7 +189,18 @@ class MovieRenderer:
         t1 = np.where(spill, t1 + rng.uniform(0, 0.6, T), t1)
         spans = np.round(np.stack([t0, np.minimum(t1, shots[-1, 1])], 1), 3)
         words = rng.choice(cfg.vocab_size, size=T, p=self.word_p)
+        return token_shot, spans, words
 
+    def _features(
+        self, rng: np.random.Generator, facts: dict[str, Any], scenes: list[dict[str, Any]],
+        scene_of_shot: np.ndarray, *, size: np.ndarray, motion: np.ndarray, drift: np.ndarray,
+        progress: np.ndarray, setup: np.ndarray, audio_setup: np.ndarray, token_shot: np.ndarray,
+        words: np.ndarray,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """Each modality's features ([S, D]; language [T, D], a row per token): content latent, shot
+        factors and nuisance through the modality's rotation, plus the prototype of the shot's setup (video:
+        `setup`, audio and language: `audio_setup`), a per-movie gain and offset, and noise."""
+        cfg, S = self.cfg, len(scene_of_shot)
         out: dict[str, np.ndarray] = {}
         for m in MODALITIES:
             g = GAINS[m]
@@ -175,24 +228,7 @@ class MovieRenderer:
             if m == "text":
                 x += self.words[words]
             out[m] = x.astype(np.float32)
-
-        return Movie(
-            movie_id=movie_id,
-            shots=shots,
-            video=out["video"],
-            audio=out["audio"],
-            text=out["text"],
-            text_spans=spans,
-            meta=meta,
-            scene_of_shot=scene_of_shot,
-            scenes=[{k: s[k] for k in ("relationship", "way_speaking", "scene")} for s in scenes],
-            setup=setup,
-            audio_setup=audio_setup,
-            truth_latent=truth.astype(np.float32),
-            shot_size=size,
-            camera_motion=motion,
-            token_shot=token_shot,
-        )
+        return out
 
     def description(
         self, rng: np.random.Generator, facts: dict[str, Any], scene: dict[str, Any], setups: np.ndarray
