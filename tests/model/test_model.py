@@ -31,6 +31,16 @@ def grads_by_module(model):
     }
 
 
+def capture_features(model):
+    """{"v", "a": the last contextual video / audio outputs, "v_target": the projected video tokens},
+    filled by forward hooks on every call."""
+    captured = {}
+    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    model.embed["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v_target", o[1]))
+    return captured
+
+
 # --------------------------------------------------------------------------------------- forward
 def test_forward_returns_every_term_and_the_weighted_total():
     model = build(
@@ -48,10 +58,7 @@ def test_terms_are_the_losses_of_the_internal_features():
     """intra/video = Eq. 1 over the masked video tokens; inter/v2a = InfoNCE over all valid shots."""
     model = build(tiny("loss.window=0"))  # the hooks below capture the last call (the window term's is a 2nd)
     batch = make_batch()
-    captured = {}
-    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
-    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
-    model.embed["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v_target", o[1]))
+    captured = capture_features(model)
     masked = model.sample_masks(batch, torch.Generator().manual_seed(3))
     out = model(batch, masked=masked)
     sel = masked["video"]
@@ -75,10 +82,7 @@ def test_negatives_leave_out_the_anchors_window_or_movie(how):
     batch = make_batch()
     n, k = batch["shot_mask"].shape
     batch["movie"] = [f"m{j // 2}" for j in range(n)]
-    captured = {}
-    model.context["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
-    model.context["audio"].register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
-    model.embed["video"].register_forward_hook(lambda m, i, o: captured.__setitem__("v_target", o[1]))
+    captured = capture_features(model)
     masked = model.sample_masks(batch, torch.Generator().manual_seed(3))
     out = model(batch, masked=masked)
     per_window = torch.arange(n) // 2 if how == "other_movies" else torch.arange(n)
