@@ -241,6 +241,70 @@ def _run_sweep(
     quiet_known_warnings()
     uri = resolve_uri(cfg.mlflow)
     commit = git_commit()
+    sweep_dir, experiment_id, parent, uri, ctx = _open_sweep(
+        table, title, cfg, console, data, resume, uri, commit
+    )
+    started = init_ray(cfg)
+    client = MlflowClient(uri)
+    rows_by_stage: dict[str, list[dict]] = {}
+    complete = True
+    interrupted = False
+    progress = SweepProgress(console, title)
+    activate(progress)
+    try:
+        for n_stage, stage in enumerate(stages):
+            specs = stage.specs(rows_by_stage) if callable(stage.specs) else stage.specs
+            if not specs:
+                rows_by_stage[stage.name] = []
+                continue
+            progress.begin_stage(stage.name, specs, n_stage, len(stages))
+            try:
+                seen = _run_stage(stage.name, specs, ctx, cfg, sweep_dir)
+            except KeyboardInterrupt:
+                interrupted = True
+                seen = {}
+            runs_by_key: dict[str, list] = {}
+            for run in child_runs(uri, experiment_id, parent):
+                runs_by_key.setdefault(run.data.tags.get(TRIAL_TAG, ""), []).append(run)
+            rows_by_stage[stage.name] = _rows_for(specs, seen, runs_by_key, commit, sweep_dir)
+            if interrupted or any(r["status"] == "unfinished" for r in rows_by_stage[stage.name]):
+                complete = False
+                break
+    except BaseException as e:  # a stage could not even start (e.g. its input trial failed)
+        if not isinstance(e, KeyboardInterrupt):
+            client.set_tag(parent, "error", f"{type(e).__name__}: {e}"[:5000])
+        _close_stale_children(client, uri, experiment_id, parent, final=False)
+        client.set_terminated(parent, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        progress.end()
+        if started:
+            import ray
+
+            ray.shutdown()
+    _close_stale_children(client, uri, experiment_id, parent, final=complete)
+    rows = [r for st in stages if st.in_table for r in rows_by_stage.get(st.name, [])]
+    outcome = SweepOutcome(sweep_dir, parent, experiment_id, uri, complete, rows)
+    if rows:
+        outcome.markdown = _write_table(outcome, client, table, title, label_columns or [], columns or {})
+    status = "FINISHED" if complete else "KILLED"
+    client.set_terminated(parent, status=status)
+    _report(console, outcome, table, cfg)
+    return outcome
+
+
+def _open_sweep(
+    table: str,
+    title: str,
+    cfg: SweepConfig,
+    console: SweepConsole,
+    data: dict[str, str] | None,
+    resume: str | None,
+    uri: str,
+    commit: str,
+) -> tuple[Path, str, str, str, SweepContext]:
+    """(sweep folder, experiment id, parent run id, tracking URI, trial context): a resumed sweep's from its
+    sweep.json (its parent run reopened), else a new folder, parent run and sweep.json."""
     if resume:
         sweep_dir = find_resumable(cfg, table, resume)
         console.start(sweep_dir)
@@ -290,51 +354,12 @@ def _run_sweep(
             "ctx": ctx.to_dict(),
         }
         atomic_write(sweep_dir / "sweep.json", json.dumps(state, indent=1))
-    started = init_ray(cfg)
-    client = MlflowClient(uri)
-    rows_by_stage: dict[str, list[dict]] = {}
-    complete = True
-    interrupted = False
-    progress = SweepProgress(console, title)
-    activate(progress)
-    try:
-        for n_stage, stage in enumerate(stages):
-            specs = stage.specs(rows_by_stage) if callable(stage.specs) else stage.specs
-            if not specs:
-                rows_by_stage[stage.name] = []
-                continue
-            progress.begin_stage(stage.name, specs, n_stage, len(stages))
-            try:
-                seen = _run_stage(stage.name, specs, ctx, cfg, sweep_dir)
-            except KeyboardInterrupt:
-                interrupted = True
-                seen = {}
-            runs_by_key: dict[str, list] = {}
-            for run in child_runs(uri, experiment_id, parent):
-                runs_by_key.setdefault(run.data.tags.get(TRIAL_TAG, ""), []).append(run)
-            rows_by_stage[stage.name] = _rows_for(specs, seen, runs_by_key, commit, sweep_dir)
-            if interrupted or any(r["status"] == "unfinished" for r in rows_by_stage[stage.name]):
-                complete = False
-                break
-    except BaseException as e:  # a stage could not even start (e.g. its input trial failed)
-        if not isinstance(e, KeyboardInterrupt):
-            client.set_tag(parent, "error", f"{type(e).__name__}: {e}"[:5000])
-        _close_stale_children(client, uri, experiment_id, parent, final=False)
-        client.set_terminated(parent, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    finally:
-        progress.end()
-        if started:
-            import ray
+    return sweep_dir, experiment_id, parent, uri, ctx
 
-            ray.shutdown()
-    _close_stale_children(client, uri, experiment_id, parent, final=complete)
-    rows = [r for st in stages if st.in_table for r in rows_by_stage.get(st.name, [])]
-    outcome = SweepOutcome(sweep_dir, parent, experiment_id, uri, complete, rows)
-    if rows:
-        outcome.markdown = _write_table(outcome, client, table, title, label_columns or [], columns or {})
-    status = "FINISHED" if complete else "KILLED"
-    client.set_terminated(parent, status=status)
+
+def _report(console: SweepConsole, outcome: SweepOutcome, table: str, cfg: SweepConfig) -> None:
+    """The table, the verdict, and how to resume / what failed / where the log and the UI are."""
+    sweep_dir, complete, rows = outcome.sweep_dir, outcome.complete, outcome.rows
     console.line(outcome.markdown)
     if outcome.verdict:
         console.line(outcome.verdict.replace("**", ""))
@@ -349,8 +374,7 @@ def _run_sweep(
         console.line(f"[sweep] {len(failed)} trial(s) failed after retries: {', '.join(failed)}")
     if (failed or not complete) and console.log_path is not None:
         console.line(f"[sweep] full log: {console.log_path}")
-    console.line(ui_hint(uri, experiment_id, parent))
-    return outcome
+    console.line(ui_hint(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id))
 
 
 def _say_log(console: SweepConsole, title: str, cfg: SweepConfig, sweep_dir: Path) -> None:
