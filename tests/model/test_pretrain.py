@@ -259,6 +259,6 @@ def test_model_file_override_on_the_command_line_is_used():
     cfg = load_pretrain_config(
         REPO / "experiments/configs/pretrain/demo.yaml", ["model_file=../model/paper_literal.yaml"]
     )
-    assert (cfg.model.cross.query, cfg.model.loss.temperature, cfg.model.encoder.rel_pos) == ("video", 0.3, 0)
+    assert (cfg.model.cross.align, cfg.model.loss.temperature, cfg.model.encoder.rel_pos) == (False, 0.3, 0)
     default = load_pretrain_config(REPO / "experiments/configs/pretrain/demo.yaml")
-    assert (default.model.cross.query, default.model.loss.temperature) == ("source", 0.1)
+    assert (default.model.cross.align, default.model.loss.temperature) == (True, 0.1)

@@ -71,11 +71,10 @@ class ProjectionConfig:
 
 
 @dataclass
-class EncoderConfig:
-    """Sec. 3.2: one contextual Transformer encoder per modality (video, audio, language)."""
+class TransformerConfig:
+    """The block settings every transformer of the model shares (the contextual encoders, Sec. 3.2, and
+    the cross-modal encoder-decoders, Sec. 3.3), declared and checked once."""
 
-    d: int = 512
-    """Common width of all projected tokens and transformers (the paper does not give it)."""
     layers: int = 3
     heads: int = 8
     ff_mult: int = 4
@@ -101,29 +100,42 @@ class EncoderConfig:
     token attend to "the previous shot" with one parameter instead of a relation learnt between 30 random
     position vectors, which is what masked-shot prediction from neighbours needs."""
 
+    def checks(self, name: str, d: int) -> list[tuple[bool, str, str]]:
+        """(ok, field, expected) of every range check, fields named `<name>.<field>`."""
+        return [
+            (
+                self.heads > 0 and d % self.heads == 0,
+                f"{name}.heads",
+                f"a divisor of d={d}, got {self.heads}",
+            ),
+            (self.layers >= 1, f"{name}.layers", f">= 1, got {self.layers}"),
+            (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0, f"{name}.dropout", "in [0, 1)"),
+            (
+                self.activation in ("gelu", "relu"),
+                f"{name}.activation",
+                f"'gelu' or 'relu', got {self.activation!r}",
+            ),
+        ]
+
 
 @dataclass
-class CrossModalConfig:
-    """Sec. 3.3: encoder-decoder transformer, contextual audio/language as source, video as target."""
+class EncoderConfig(TransformerConfig):
+    """Sec. 3.2: one contextual Transformer encoder per modality (video, audio, language)."""
 
-    layers: int = 3
-    """Layers of the encoder and of the decoder each."""
+    d: int = 512
+    """Common width of all projected tokens and transformers (the paper does not give it)."""
+
+
+@dataclass
+class CrossModalConfig(TransformerConfig):
+    """Sec. 3.3: encoder-decoder transformer, contextual audio/language as source, video as target.
+    `layers` counts the encoder's and the decoder's layers each; `rel_pos` acts in the decoder's
+    self-attention over shots and the encoder's over its source (language: counted in tokens)."""
+
     shared: bool = False
     """False (default): two cross-modal transformers, one for audio and one for language, reading the
     paper's "all contextual and cross-modal transformers" (plural). True: one transformer for both
     sources, told apart by a learned source-type embedding added to the source sequence."""
-    heads: int = 8
-    ff_mult: int = 4
-    dropout: float = 0.1
-    attn_dropout: float = 0.0
-    layer_scale: float = 0.0
-    """As `EncoderConfig.layer_scale`, for the cross-modal encoder and decoder layers."""
-    """As `EncoderConfig.attn_dropout`."""
-    activation: str = "gelu"
-    norm_first: bool = True
-    rel_pos: int = 8
-    """As `EncoderConfig.rel_pos`, for the decoder's self-attention over shots (the encoder's source may
-    be language tokens, where it counts tokens)."""
     align: bool = True
     """Cross-attention bias toward the source elements of the query's own shot (the shot's audio; the
     language tokens overlapping it), one learned weight per head. Without it (the paper) a shot of the
@@ -276,30 +288,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
     enc, cross, mask, loss = cfg.encoder, cfg.cross, cfg.masking, cfg.loss
     checks = [
         (enc.d > 0, "encoder.d", f"a positive width, got {enc.d}"),
-        (
-            enc.heads > 0 and enc.d % enc.heads == 0,
-            "encoder.heads",
-            f"a divisor of d={enc.d}, got {enc.heads}",
-        ),
-        (
-            cross.heads > 0 and enc.d % cross.heads == 0,
-            "cross.heads",
-            f"a divisor of d={enc.d}, got {cross.heads}",
-        ),
-        (enc.layers >= 1, "encoder.layers", f">= 1, got {enc.layers}"),
-        (cross.layers >= 1, "cross.layers", f">= 1, got {cross.layers}"),
-        (0.0 <= enc.dropout < 1.0 and 0.0 <= enc.attn_dropout < 1.0, "encoder.dropout", "in [0, 1)"),
-        (0.0 <= cross.dropout < 1.0 and 0.0 <= cross.attn_dropout < 1.0, "cross.dropout", "in [0, 1)"),
-        (
-            enc.activation in ("gelu", "relu"),
-            "encoder.activation",
-            f"'gelu' or 'relu', got {enc.activation!r}",
-        ),
-        (
-            cross.activation in ("gelu", "relu"),
-            "cross.activation",
-            f"'gelu' or 'relu', got {cross.activation!r}",
-        ),
+        *enc.checks("encoder", enc.d),
+        *cross.checks("cross", enc.d),
         (0.0 <= mask.ratio < 1.0, "masking.ratio", f"in [0, 1), got {mask.ratio}"),
         (cfg.projection.position_std >= 0, "projection.position_std", ">= 0"),
         (
