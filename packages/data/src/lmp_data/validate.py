@@ -113,6 +113,17 @@ def check_movie(
     absent from `dims` (a store without it) must be given as None; its arrays are not returned (without
     language, `text_spans` neither).
     """
+    _check_present(movie_id, audio, text, text_spans, dims)
+    shots = _check_shots(movie_id, shots)
+    feats = _check_features(movie_id, video, audio, text, shots.shape[0], dims, dtype)
+    if "text" not in dims:
+        return {"shots": shots, **feats}
+    spans = _check_spans(movie_id, text_spans, feats, shots, eps)
+    return {"shots": shots, **feats, "text_spans": spans}
+
+
+def _check_present(movie_id: str, audio: Any, text: Any, text_spans: Any, dims: Mapping[str, int]) -> None:
+    """Each optional modality is given exactly when the store has its encoder."""
     for field, value in (("audio", audio), ("text", text)):
         if field not in dims and value is not None:
             raise StoreError(
@@ -127,6 +138,10 @@ def check_movie(
         raise StoreError(
             f"movie {movie_id!r}, field 'text_spans': the store has no text encoder: pass text_spans=None"
         )
+
+
+def _check_shots(movie_id: str, shots: Any) -> np.ndarray:
+    """`shots` as float64 [S>=1, 2]: positive lengths, sorted by start, not overlapping."""
     shots = _array(movie_id, "shots", shots, 2).astype(np.float64)
     n = shots.shape[0]
     if n < 1 or shots.shape[1] != 2:
@@ -147,6 +162,13 @@ def check_movie(
                 f"movie {movie_id!r}, field 'shots': shot {i} {shots[i].tolist()} overlaps "
                 f"shot {i - 1} {shots[i - 1].tolist()}"
             )
+    return shots
+
+
+def _check_features(
+    movie_id: str, video: Any, audio: Any, text: Any, n: int, dims: Mapping[str, int], dtype: np.dtype
+) -> dict[str, np.ndarray]:
+    """The store's modalities as `dtype` [rows, dim]: video and audio one row per shot, text T >= 0."""
     feats = {}
     limit = float(np.finfo(dtype).max) if np.issubdtype(dtype, np.floating) else np.inf
     for field, value, rows in (("video", video, n), ("audio", audio, n), ("text", text, None)):
@@ -171,8 +193,13 @@ def check_movie(
                 "with a wider dtype"
             )
         feats[field] = arr.astype(dtype)
-    if "text" not in dims:
-        return {"shots": shots, **feats}
+    return feats
+
+
+def _check_spans(
+    movie_id: str, text_spans: Any, feats: dict[str, np.ndarray], shots: np.ndarray, eps: float
+) -> np.ndarray:
+    """`text_spans` as float64 [T, 2], one per token, each inside the movie's shots (give or take `eps`)."""
     spans = np.asarray(text_spans)
     spans = _array(movie_id, "text_spans", np.zeros((0, 2)) if spans.size == 0 else spans, 2)
     spans = spans.astype(np.float64)
@@ -195,7 +222,7 @@ def check_movie(
                 f"movie {movie_id!r}, field 'text_spans': token {i} span {spans[i].tolist()} is outside "
                 f"the movie [{shots[0, 0]}, {shots[-1, 1]}]"
             )
-    return {"shots": shots, **feats, "text_spans": spans}
+    return spans
 
 
 def check_meta(movie_id: str, meta: Any) -> dict[str, Any]:
