@@ -242,9 +242,6 @@ def import_mad(
     Raises `MadError` (one line, naming the file) when the import cannot start: unreadable frame,
     annotation, token or boundaries file, a store with other encoders.
     """
-    from lmp_data.store import FeatureStore
-    from lmp_data.validate import StoreError, check_encoders, check_movie_id
-
     frames_path = Path(frames_path)
     if not (fps > 0 and np.isfinite(fps)):
         raise MadError(f"--fps {fps}: expected a positive number of frames per second")
@@ -255,77 +252,130 @@ def import_mad(
     f = h5_file(frames_path, "frame features file")
     text = None
     try:
-        in_file = [str(k) for k in f.keys()]
-        if not in_file:
-            raise MadError(f"{frames_path}: no datasets (expected one [frames, D] dataset per movie id)")
-        wanted = list(movies) if movies else in_file
-        missing = [m for m in wanted if m not in f]
-        if movies and missing:
-            raise MadError(f"{frames_path}: no frame features for --movies {missing[:10]}")
-        report.unmatched = sorted(set(anns.sentences) - set(in_file))
+        wanted = _wanted(f, frames_path, movies, anns, report)
         store_path = Path(store_path)
-        exists = (store_path / "store.json").exists()
-        store = FeatureStore.open(store_path) if exists else None
-        todo = [m for m in wanted if overwrite or store is None or not _has(store, m)]
-        for m in wanted:
-            if m not in todo:
-                report.skipped.append(m)
-                emit("skipped", m, "already in the store")
+        store, todo = _todo(store_path, wanted, overwrite, report, emit)
         if not todo:
             return report
         text = text_source(tokens_path, text_encoder, device)
         encoders = mad_encoders(frames_path, first_dim(f, frames_path, todo), text, fps)
-        if store is None:
-            store = FeatureStore.create(store_path, encoders, dtype=dtype, exist_ok=True)
-        else:
-            want = check_encoders(encoders)
-            have = {m: {k: store.encoders[m].get(k) for k in ("name", "dim")} for m in store.encoders}
-            if have != {m: {k: want[m].get(k) for k in ("name", "dim")} for m in want}:
-                raise MadError(
-                    f"store {store_path}: has encoders {have}, this import makes "
-                    f"{ {m: (v['name'], v['dim']) for m, v in want.items()} } (use another store)"
-                )
+        store = _open_store(store, store_path, encoders, dtype)
         for m in todo:
-            try:
-                check_movie_id(m)
-                if m in anns.movie_errors:
-                    raise MadError(anns.movie_errors[m])
-                frames = h5_array(f, m, frames_path, f"frame features of movie {m!r}")
-                mv = build_movie(
-                    m,
-                    frames,
-                    anns.sentences.get(m, []),
-                    text,
-                    fps=fps,
-                    shot_cfg=shot_cfg,
-                    boundaries=bounds.get(m),
-                    split=anns.split.get(m),
-                    duration=anns.duration.get(m),
-                    frames_path=frames_path,
-                )
-                store.write_movie(
-                    mv.movie_id,
-                    shots=mv.shots,
-                    video=mv.video,
-                    text=mv.text,
-                    text_spans=mv.text_spans,
-                    meta=mv.meta,
-                    overwrite=overwrite,
-                )
-            except (MadError, StoreError, OSError) as e:
-                msg = str(e)
-                if isinstance(e, StoreError) and not msg.startswith(str(frames_path)):
-                    msg = f"{frames_path}: {msg}"
-                report.failed[m] = msg
-                emit("failed", m, msg)
-                continue
-            report.imported.append(m)
-            emit("imported", m, f"{len(mv.shots)} shots, {mv.meta['n_sentences']} sentences")
+            _import_movie(
+                m, f, frames_path, anns, bounds, text, store, fps, shot_cfg, overwrite, report, emit
+            )
     finally:
         f.close()
         if text is not None:
             text.close()
     return report
+
+
+def _wanted(
+    f, frames_path: Path, movies: list[str] | None, anns: Annotations, report: ImportReport
+) -> list[str]:
+    """The movies to import (`movies`, else every movie of the frame file); notes the unmatched ones."""
+    in_file = [str(k) for k in f.keys()]
+    if not in_file:
+        raise MadError(f"{frames_path}: no datasets (expected one [frames, D] dataset per movie id)")
+    wanted = list(movies) if movies else in_file
+    missing = [m for m in wanted if m not in f]
+    if movies and missing:
+        raise MadError(f"{frames_path}: no frame features for --movies {missing[:10]}")
+    report.unmatched = sorted(set(anns.sentences) - set(in_file))
+    return wanted
+
+
+def _todo(
+    store_path: Path,
+    wanted: list[str],
+    overwrite: bool,
+    report: ImportReport,
+    emit: Callable[[str, str, str], None],
+) -> tuple[Any, list[str]]:
+    """The existing store (or None) and the wanted movies it lacks (all with `overwrite`); skips the rest."""
+    from lmp_data.store import FeatureStore
+
+    exists = (store_path / "store.json").exists()
+    store = FeatureStore.open(store_path) if exists else None
+    todo = [m for m in wanted if overwrite or store is None or not _has(store, m)]
+    for m in wanted:
+        if m not in todo:
+            report.skipped.append(m)
+            emit("skipped", m, "already in the store")
+    return store, todo
+
+
+def _open_store(store, store_path: Path, encoders: dict[str, dict], dtype: str):
+    """A new store with `encoders`, or the existing one if its encoders are these (else `MadError`)."""
+    from lmp_data.store import FeatureStore
+    from lmp_data.validate import check_encoders
+
+    if store is None:
+        store = FeatureStore.create(store_path, encoders, dtype=dtype, exist_ok=True)
+    else:
+        want = check_encoders(encoders)
+        have = {m: {k: store.encoders[m].get(k) for k in ("name", "dim")} for m in store.encoders}
+        if have != {m: {k: want[m].get(k) for k in ("name", "dim")} for m in want}:
+            raise MadError(
+                f"store {store_path}: has encoders {have}, this import makes "
+                f"{ {m: (v['name'], v['dim']) for m, v in want.items()} } (use another store)"
+            )
+    return store
+
+
+def _import_movie(
+    m: str,
+    f,
+    frames_path: Path,
+    anns: Annotations,
+    bounds: dict[str, np.ndarray],
+    text: TextSource,
+    store,
+    fps: float,
+    shot_cfg: FeatureShotConfig | None,
+    overwrite: bool,
+    report: ImportReport,
+    emit: Callable[[str, str, str], None],
+) -> None:
+    """Build and write one movie; a failure is reported (`report.failed`, "failed" event), not raised."""
+    from lmp_data.validate import StoreError, check_movie_id
+
+    try:
+        check_movie_id(m)
+        if m in anns.movie_errors:
+            raise MadError(anns.movie_errors[m])
+        frames = h5_array(f, m, frames_path, f"frame features of movie {m!r}")
+        mv = build_movie(
+            m,
+            frames,
+            anns.sentences.get(m, []),
+            text,
+            fps=fps,
+            shot_cfg=shot_cfg,
+            boundaries=bounds.get(m),
+            split=anns.split.get(m),
+            duration=anns.duration.get(m),
+            frames_path=frames_path,
+        )
+        store.write_movie(
+            mv.movie_id,
+            shots=mv.shots,
+            video=mv.video,
+            text=mv.text,
+            text_spans=mv.text_spans,
+            meta=mv.meta,
+            overwrite=overwrite,
+        )
+    except (MadError, StoreError, OSError) as e:
+        msg = str(e)
+        if isinstance(e, StoreError) and not msg.startswith(str(frames_path)):
+            msg = f"{frames_path}: {msg}"
+        report.failed[m] = msg
+        emit("failed", m, msg)
+        return
+    report.imported.append(m)
+    emit("imported", m, f"{len(mv.shots)} shots, {mv.meta['n_sentences']} sentences")
 
 
 def _has(store, movie: str) -> bool:
