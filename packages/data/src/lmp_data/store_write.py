@@ -119,6 +119,14 @@ class StoreWriter:
         except StoreError:  # an unreadable manifest row is replaced; its group is left to `check()`
             old_group = None
 
+        group = self._write_group(movie_id, arrays, meta_json)
+        self._publish_row(movie_id, arrays, meta, group, final, overwrite)
+        if old_group and old_group != group:
+            shutil.rmtree(self.path / "movies" / old_group, ignore_errors=True)
+
+    def _write_group(self, movie_id: str, arrays: dict[str, Any], meta_json: str) -> str:
+        """Write the movie's arrays to a new Zarr group `movies/<id>.<token>` (built under `.tmp-`, then
+        renamed into place); returns the group's name."""
         import zarr  # noqa: PLC0415  (keeps `import lmp_data.store` light)
 
         token = uuid.uuid4().hex[:12]
@@ -134,7 +142,19 @@ class StoreWriter:
         except BaseException:
             shutil.rmtree(tmp_group, ignore_errors=True)
             raise
+        return group
 
+    def _publish_row(
+        self,
+        movie_id: str,
+        arrays: dict[str, Any],
+        meta: dict[str, Any],
+        group: str,
+        final: Path,
+        overwrite: bool,
+    ) -> None:
+        """Publish the movie's manifest row naming `group` (atomic: replace with `overwrite`, else
+        create-if-absent); on failure the new group is removed."""
         shots_ = arrays["shots"]
         row = {
             "movie_id": movie_id,
@@ -171,8 +191,6 @@ class StoreWriter:
             raise
         finally:
             tmp_row.unlink(missing_ok=True)
-        if old_group and old_group != group:
-            shutil.rmtree(self.path / "movies" / old_group, ignore_errors=True)
 
     def delete_movie(self, movie_id: str) -> None:
         """Remove a movie (its manifest row first, so readers stop seeing it at once)."""
