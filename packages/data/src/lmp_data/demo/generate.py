@@ -99,6 +99,22 @@ def generate(cfg: DemoConfig) -> Demo:
     imdb = names_rng.choice(np.arange(10_000, 9_999_999), size=n_total, replace=False)
     imdb_ids = [f"tt{i:07d}" for i in imdb]
 
+    pretrain = _pretrain_movies(cfg, world, s_pre, imdb_ids)
+    clips, table, desc_tokens = _eval_clips(cfg, world, s_eval, imdb_ids)
+    offsets = np.r_[0, np.cumsum([len(t) for t in desc_tokens])].astype(np.int64)
+    descriptions = dict(
+        clip_id=np.array([c.movie_id for c in clips]),
+        offsets=offsets,
+        tokens=np.concatenate(desc_tokens).astype(np.float32),
+    )
+    people = {"director": world.director_names[:N_LVU_PEOPLE], "writer": world.writer_names[:N_LVU_PEOPLE]}
+    return Demo(cfg, pretrain, clips, table, descriptions, people, world)
+
+
+def _pretrain_movies(
+    cfg: DemoConfig, world: World, s_pre: np.random.SeedSequence, imdb_ids: list[str]
+) -> list[Movie]:
+    """The unlabeled long movies of the pretraining store, with their metadata."""
     pretrain = []
     for j, seed in enumerate(s_pre.spawn(cfg.pretrain_movies)):
         rng = np.random.default_rng(seed)
@@ -108,7 +124,13 @@ def generate(cfg: DemoConfig) -> Demo:
         mid = imdb_ids[j]
         pretrain.append(world.render(rng, mid, facts, lengths, {}))
         pretrain[-1].meta = _metadata(world, rng, mid, facts, pretrain[-1].scenes, split="pretrain")
+    return pretrain
 
+
+def _eval_clips(
+    cfg: DemoConfig, world: World, s_eval: np.random.SeedSequence, imdb_ids: list[str]
+) -> tuple[list[Movie], list[dict[str, Any]], list[np.ndarray]]:
+    """The held-out movies cut into labelled clips: the clips, their label table and description tokens."""
     # held-out movies -> clips; LVU split by movie so no movie is on both sides of a probe
     e_rng = np.random.default_rng(s_eval.spawn(1)[0])
     n_tr = max(1, round(cfg.eval_split[0] * cfg.eval_movies))
@@ -148,11 +170,4 @@ def generate(cfg: DemoConfig) -> Demo:
             table.append(_clip_labels(rng, clip_id, imdb_id, str(split_of[j]), facts, main))
             main_setups = clip.setup[clip.scene_of_shot == main_index]
             desc_tokens.append(world.description(rng, facts, {**main}, main_setups))
-    offsets = np.r_[0, np.cumsum([len(t) for t in desc_tokens])].astype(np.int64)
-    descriptions = dict(
-        clip_id=np.array([c.movie_id for c in clips]),
-        offsets=offsets,
-        tokens=np.concatenate(desc_tokens).astype(np.float32),
-    )
-    people = {"director": world.director_names[:N_LVU_PEOPLE], "writer": world.writer_names[:N_LVU_PEOPLE]}
-    return Demo(cfg, pretrain, clips, table, descriptions, people, world)
+    return clips, table, desc_tokens
