@@ -67,9 +67,6 @@ def write_movie(
 
     Returns `{"video": Path, "srt": Path | None, "cuts": [seconds], "speech": bool}`.
     """
-    import av
-    import pysubs2
-
     path = Path(path)
     rng = np.random.default_rng(seed)
     w, h = size
@@ -79,6 +76,22 @@ def write_movie(
     bounds = np.concatenate([[0.0], np.cumsum(shot_lengths)])
     duration = float(bounds[-1])
     n_frames = int(round(duration * fps))
+
+    wave, cues, spoken = _soundtrack(rng, bounds, duration, audio, speech, subtitles)
+    _write_mp4(path, colors, bounds, len(shot_lengths), wave, n_frames, fps, w, h, audio)
+    srt = None
+    if subtitles:
+        srt = path.with_suffix(".srt")
+        atomic_write(srt, lambda tmp: cues.save(str(tmp), format_="srt"))
+    return {"video": path, "srt": srt, "cuts": bounds[1:-1].tolist(), "speech": spoken}
+
+
+def _soundtrack(
+    rng: np.random.Generator, bounds: np.ndarray, duration: float, audio: bool, speech: bool, subtitles: bool
+):
+    """The soundtrack (one tone + noise per shot, plus speech of the cues) and the subtitle cues (one line
+    per shot of >= 1 s); returns (wave, cues, whether any line was spoken)."""
+    import pysubs2
 
     wave = np.zeros(int(duration * SAMPLE_RATE), np.float32)
     cues = pysubs2.SSAFile()
@@ -105,6 +118,24 @@ def write_movie(
             cues.append(
                 pysubs2.SSAEvent(start=int(start * 1000), end=int(end * 1000), text=line.capitalize())
             )
+    return wave, cues, spoken
+
+
+def _write_mp4(
+    path: Path,
+    colors: np.ndarray,
+    bounds: np.ndarray,
+    n_shots: int,
+    wave: np.ndarray,
+    n_frames: int,
+    fps: int,
+    w: int,
+    h: int,
+    audio: bool,
+) -> None:
+    """Encode the frames (H.264) and, with `audio`, the soundtrack (AAC) into the mp4 file `path` (written
+    under a temporary name, then renamed)."""
+    import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
@@ -117,7 +148,7 @@ def write_movie(
             as_ = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
         for i in range(n_frames):
             t = i / fps
-            shot = min(int(np.searchsorted(bounds, t, side="right")) - 1, len(shot_lengths) - 1)
+            shot = min(int(np.searchsorted(bounds, t, side="right")) - 1, n_shots - 1)
             frame = av.VideoFrame.from_ndarray(_frame(colors, shot, t - bounds[shot], w, h), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             for packet in vs.encode(frame):
@@ -136,11 +167,6 @@ def write_movie(
             for packet in as_.encode():
                 out.mux(packet)
     os.replace(tmp, path)
-    srt = None
-    if subtitles:
-        srt = path.with_suffix(".srt")
-        atomic_write(srt, lambda tmp: cues.save(str(tmp), format_="srt"))
-    return {"video": path, "srt": srt, "cuts": bounds[1:-1].tolist(), "speech": spoken}
 
 
 def write_demo_media(
