@@ -196,52 +196,83 @@ def evaluate_lvu(
     pcfg = _probe_cfg(probe)
     common = dict(labels_dir=labels_dir, tasks=task_list, seeds=seeds, probe=pcfg, strict=strict)
     if model is None:
-        modes = [no_pretrain] if isinstance(no_pretrain, str) else list(no_pretrain)
-        bad = [m for m in modes if m not in NO_PRETRAIN]
-        if bad or not modes:
-            raise ValueError(f"no_pretrain: expected some of {list(NO_PRETRAIN)}, got {modes}")
-        current().plan(len(modes) * len(task_list) * seeds_of(seeds))  # one probe per row, task and seed
-        results = []
-        for mode in modes:
-            label = method if (method and len(modes) == 1) else NO_PRETRAIN[mode]
-            if mode == "base":
-                base_names = tuple(n for n in names if n in BASE_FEATURES)
-                check_store_features(store, base_names)
-                base_names = base_names or store_base_features(store)
-                results.append(_run(base_features(store), base_names, method=label, **common))
-            elif mode == "random_init":
-                rnd = random_model(store, model_config, seed=init_seed or 0, k=k)
-                rnd_names = _model_names(rnd, features, names)
-                feats = encode_clips(
-                    rnd, store, k=_window_k(rnd, k, None), stride=stride, batch_size=batch_size,
-                    threads=threads, features=rnd_names,
-                )  # fmt: skip
-                results.append(_run(feats, rnd_names, method=label, **common))
-            else:
-                from lmp_bench.scratch import ScratchConfig, scratch_lvu
+        return _no_pretrain(
+            store, labels_dir, features, names, task_list, seeds, pcfg, common, no_pretrain, method,
+            model_config, init_seed, scratch, k=k, stride=stride, batch_size=batch_size, threads=threads,
+            strict=strict,
+        )  # fmt: skip
+    return _pretrained(
+        model, store, features, names, task_list, seeds, common, method,
+        k=k, stride=stride, batch_size=batch_size, threads=threads,
+    )  # fmt: skip
 
-                kk = (
-                    k if k is not None else min(DEFAULT_K, int(getattr(model_config, "max_shots", DEFAULT_K)))
+
+def _no_pretrain(
+    store, labels_dir, features, names, task_list, seeds, pcfg, common, no_pretrain, method, model_config,
+    init_seed, scratch, *, k, stride, batch_size, threads, strict,
+) -> LVUResult:  # fmt: skip
+    """`evaluate_lvu` with model=None: the `no_pretrain` baselines, one labelled row each."""
+    modes = [no_pretrain] if isinstance(no_pretrain, str) else list(no_pretrain)
+    bad = [m for m in modes if m not in NO_PRETRAIN]
+    if bad or not modes:
+        raise ValueError(f"no_pretrain: expected some of {list(NO_PRETRAIN)}, got {modes}")
+    current().plan(len(modes) * len(task_list) * seeds_of(seeds))  # one probe per row, task and seed
+    results = []
+    for mode in modes:
+        label = method if (method and len(modes) == 1) else NO_PRETRAIN[mode]
+        if mode == "base":
+            base_names = tuple(n for n in names if n in BASE_FEATURES)
+            check_store_features(store, base_names)
+            base_names = base_names or store_base_features(store)
+            results.append(_run(base_features(store), base_names, method=label, **common))
+        elif mode == "random_init":
+            rnd = random_model(store, model_config, seed=init_seed or 0, k=k)
+            rnd_names = _model_names(rnd, features, names)
+            feats = encode_clips(
+                rnd, store, k=_window_k(rnd, k, None), stride=stride, batch_size=batch_size,
+                threads=threads, features=rnd_names,
+            )  # fmt: skip
+            results.append(_run(feats, rnd_names, method=label, **common))
+        else:
+            results.append(
+                _scratch(
+                    store, labels_dir, features, names, task_list, seeds, pcfg, model_config, init_seed,
+                    scratch, label, k=k, stride=stride, threads=threads, strict=strict,
                 )
-                scratch_names = _model_names(random_model(store, model_config, k=kk), features, names)
-                results.append(
-                    scratch_lvu(
-                        store,
-                        labels_dir,
-                        scratch_names,
-                        model_config,
-                        task_list,
-                        seeds,
-                        pcfg,
-                        scratch or ScratchConfig(threads=threads),
-                        k=kk,
-                        stride=stride,
-                        init_seed=init_seed,
-                        strict=strict,
-                        method=label,
-                    )
-                )
-        return LVUResult.concat(results)
+            )  # fmt: skip
+    return LVUResult.concat(results)
+
+
+def _scratch(
+    store, labels_dir, features, names, task_list, seeds, pcfg, model_config, init_seed, scratch, label,
+    *, k, stride, threads, strict,
+) -> LVUResult:  # fmt: skip
+    """The "scratch" row: the architecture trained from scratch per task (`lmp_bench.scratch`)."""
+    from lmp_bench.scratch import ScratchConfig, scratch_lvu
+
+    kk = k if k is not None else min(DEFAULT_K, int(getattr(model_config, "max_shots", DEFAULT_K)))
+    scratch_names = _model_names(random_model(store, model_config, k=kk), features, names)
+    return scratch_lvu(
+        store,
+        labels_dir,
+        scratch_names,
+        model_config,
+        task_list,
+        seeds,
+        pcfg,
+        scratch or ScratchConfig(threads=threads),
+        k=kk,
+        stride=stride,
+        init_seed=init_seed,
+        strict=strict,
+        method=label,
+    )
+
+
+def _pretrained(
+    model, store, features, names, task_list, seeds, common, method, *, k, stride, batch_size, threads
+) -> LVUResult:
+    """`evaluate_lvu` of a model (any recipe): its features of the clips, encoded frozen, probed."""
     current().plan(len(task_list) * seeds_of(seeds))
     lmp, info = resolve_model(model)
     from lmp_model.export import check_store_encoders

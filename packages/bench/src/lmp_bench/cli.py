@@ -114,7 +114,6 @@ def _pretrain_run(args) -> str | None:
 
 def run_lvu(args) -> int:
     from lmp_bench.api import evaluate_lvu
-    from lmp_bench.tracking import log_evaluation, lvu_metrics
 
     probe = probe_config(args.probe, args.set)
     model = _model_arg(args.model)
@@ -153,31 +152,38 @@ def run_lvu(args) -> int:
     out = res.write_parquet(_out_path(args, "lvu"))
     print(f"\nwrote {out}")
     if not args.no_mlflow:
-        metrics, steps = lvu_metrics(res)
-        params = {
-            "model": args.model,
-            "store": str(Path(args.store).resolve()),
-            "labels": str(Path(args.labels).resolve()),
-            "features": args.features,
-            "tasks": args.tasks or "all",
-            "seeds": args.seeds,
-            "k": args.k or info.get("k") or "default",
-            "probe": vars(probe),
-        }
-        run_id = log_evaluation(
-            "lvu",
-            metrics,
-            params,
-            text,
-            [out],
-            pretrain_run_id=info.get("pretrain_run_id"),
-            tracking_uri=args.tracking_uri,
-            experiment=args.experiment,
-            run_name=f"lvu {args.features}" if model is not None else "lvu no-pretraining",
-            step_metrics=steps,
-        )
-        print(f"MLflow run {run_id}" if run_id else "MLflow: not logged (tracking unavailable)")
+        _log_lvu(args, res, text, out, probe, info, model)
     return 0
+
+
+def _log_lvu(args, res, text: str, out: Path, probe, info: dict, model) -> None:
+    """Log an LVU evaluation to MLflow (metrics per task, params, the report and the Parquet file)."""
+    from lmp_bench.tracking import log_evaluation, lvu_metrics
+
+    metrics, steps = lvu_metrics(res)
+    params = {
+        "model": args.model,
+        "store": str(Path(args.store).resolve()),
+        "labels": str(Path(args.labels).resolve()),
+        "features": args.features,
+        "tasks": args.tasks or "all",
+        "seeds": args.seeds,
+        "k": args.k or info.get("k") or "default",
+        "probe": vars(probe),
+    }
+    run_id = log_evaluation(
+        "lvu",
+        metrics,
+        params,
+        text,
+        [out],
+        pretrain_run_id=info.get("pretrain_run_id"),
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        run_name=f"lvu {args.features}" if model is not None else "lvu no-pretraining",
+        step_metrics=steps,
+    )
+    print(f"MLflow run {run_id}" if run_id else "MLflow: not logged (tracking unavailable)")
 
 
 def run_transfer(args) -> int:

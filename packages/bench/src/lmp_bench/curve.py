@@ -263,7 +263,7 @@ def probe_curve(
     Returns one row per step: step, source, content, content_std, metadata, metadata_std, user,
     user_std (nulls for groups without a task) and one column per scored task.
     """
-    from lmp_bench.api import evaluate_lvu, lvu_tasks
+    from lmp_bench.api import lvu_tasks
 
     points = find_points(run, include_export=include_export)
     run_dir = _run_dir(run)
@@ -273,8 +273,27 @@ def probe_curve(
     logger = _Logger(_run_id(points, mlflow_run_id), uri)
     feat_name = features if isinstance(features, str) else "+".join(features)
     logger.tags({"lmp.probe_curve.features": feat_name, "lmp.probe_curve.store": str(Path(eval_store))})
-    rows: list[dict[str, Any]] = []
     current().plan(len(points) * len(lvu_tasks(labels_dir, tasks)) * seeds_of(seeds))
+    rows = _score_points(
+        points, logger, eval_store, labels_dir, features, tasks, seeds, probe,
+        k=k, batch_size=batch_size, threads=threads,
+    )  # fmt: skip
+    df = _curve_frame(rows)
+    pq = write_parquet_atomic(df, out / CURVE_PARQUET)
+    png = _plot(df, out / CURVE_PNG, f"LVU probe over pretraining: {run_dir.name} ({feat_name})")
+    logger.artifact(pq)
+    if png is not None:
+        logger.artifact(png)
+    return df
+
+
+def _score_points(
+    points, logger: _Logger, eval_store, labels_dir, features, tasks, seeds, probe, *, k, batch_size, threads
+) -> list[dict[str, Any]]:
+    """The table rows: `evaluate_lvu` on each point in step order, its metrics logged as soon as scored."""
+    from lmp_bench.api import evaluate_lvu
+
+    rows: list[dict[str, Any]] = []
     for p in points:
         t0 = time.perf_counter()
         res = evaluate_lvu(
@@ -299,17 +318,17 @@ def probe_curve(
             " ".join(f"{g}={row[g]:.2f}" for g in GROUPS if row.get(g) is not None),
             time.perf_counter() - t0,
         )
+    return rows
+
+
+def _curve_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """The curve table: step, source, each group's mean and std, then the scored tasks in `TASKS` order."""
     task_cols = [t for t in TASKS if any(t in r for r in rows)]
     cols = ["step", "source", *[c for g in GROUPS for c in (g, f"{g}_std")], *task_cols]
     df = pl.DataFrame(
         [{c: r.get(c) for c in cols} for r in rows],
         schema={c: (pl.Int64 if c == "step" else pl.String if c == "source" else pl.Float64) for c in cols},
     )
-    pq = write_parquet_atomic(df, out / CURVE_PARQUET)
-    png = _plot(df, out / CURVE_PNG, f"LVU probe over pretraining: {run_dir.name} ({feat_name})")
-    logger.artifact(pq)
-    if png is not None:
-        logger.artifact(png)
     return df
 
 

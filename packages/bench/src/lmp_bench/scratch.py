@@ -113,8 +113,6 @@ def scratch_lvu(
     `seeds` are the probe seeds (head initialisation, mini-batch order); the body's random
     initialisation uses `init_seed`, or the probe seed when None. `store` is a `FeatureStore`.
     """
-    from lmp_bench.api import random_model
-
     names = parse_features(features)
     cfg = cfg or ScratchConfig()
     probe = probe or ProbeConfig()
@@ -126,6 +124,24 @@ def scratch_lvu(
     if not ids:
         raise ValueError("scratch: no readable clips in the store")
     text = needs_text(names)
+    rows, hist, missing, skipped = _scratch_tasks(
+        store, mem, ids, labels_dir, tasks, names, text, model_config, seed_list, probe, cfg,
+        k=k, stride=stride, init_seed=init_seed, strict=strict, method=method,
+    )  # fmt: skip
+    out = LVUResult(pl.DataFrame(rows, schema=RUN_SCHEMA), missing, skipped)
+    out.failed = dict(failed)
+    out.history = pl.DataFrame(hist, schema=HISTORY_SCHEMA)
+    return out
+
+
+def _scratch_tasks(
+    store, mem, ids, labels_dir, tasks, names, text, model_config, seed_list, probe, cfg,
+    *, k, stride, init_seed, strict, method,
+):  # fmt: skip
+    """(result rows, history rows, missing, skipped) of every task and seed: the random-init body of
+    each init seed (cached, with its frozen features) trained end to end by `_train_one`."""
+    from lmp_bench.api import random_model
+
     init_models: dict[int, torch.nn.Module] = {}
     rows, hist, missing, skipped = [], [], {}, {}
     progress = current()
@@ -167,10 +183,7 @@ def scratch_lvu(
                 hist += [r | {"method": method, "task": task, "seed": int(seed)} for r in h]
                 progress.probes_done()
             progress.task_done(label, task_summary(rows[-len(seed_list) :]))
-    out = LVUResult(pl.DataFrame(rows, schema=RUN_SCHEMA), missing, skipped)
-    out.failed = dict(failed)
-    out.history = pl.DataFrame(hist, schema=HISTORY_SCHEMA)
-    return out
+    return rows, hist, missing, skipped
 
 
 def _forward(body, head, cw, idx_rows, names, text, mean, std, max_tokens) -> torch.Tensor:
@@ -220,54 +233,10 @@ def _train_one(init, cw, rows_of, x0s, ys, spec, names, text, probe, cfg, seed):
     ]
     best = (p0.val_score, 0, None)
     if cfg.epochs > 0:
-        body = copy.deepcopy(init).train()
-        for prm in body.parameters():
-            prm.requires_grad_(True)
-        head = copy.deepcopy(p0.model)  # p0 stays the epoch-0 model
-        max_tokens = getattr(getattr(body, "cfg", None), "max_tokens", None)
-        opt = torch.optim.AdamW(
-            [
-                {"params": [q for q in body.parameters() if q.requires_grad], "lr": cfg.lr},
-                {"params": list(head.parameters()), "lr": cfg.head_lr or probe.lr},
-            ],
-            weight_decay=cfg.weight_decay,
-        )
-        gen = torch.Generator().manual_seed(int(seed))
-        train_rows = rows_of["train"]
-        params = [q for g in opt.param_groups for q in g["params"]]
-        with torch.enable_grad():
-            for epoch in range(1, cfg.epochs + 1):
-                t0 = time.perf_counter()
-                body.train()
-                head.train()
-                perm = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
-                losses, weights = [], []
-                for lo in range(0, len(perm), cfg.batch_clips):
-                    idx = perm[lo : lo + cfg.batch_clips]
-                    out = _forward(body, head, cw, idx, names, text, mean, std, max_tokens)
-                    y = y_tr[idx]
-                    loss = loss_fn(out.squeeze(-1) if kind == "regression" else out, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
-                    losses.append(float(loss.detach()))
-                    weights.append(len(idx))
-                pred_val = _predict(
-                    body, head, cw, rows_of["val"], names, text, mean, std, max_tokens, kind, cfg.eval_batch
-                )
-                s = score(kind, pred_val, ys["val"])
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": float(np.average(losses, weights=weights)),
-                        "val_score": float(s),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                if s > best[0]:
-                    best = (s, epoch, (copy.deepcopy(body.state_dict()), copy.deepcopy(head.state_dict())))
+        best, body, head, max_tokens = _fine_tune(
+            init, p0, best, cw, rows_of, ys, y_tr, loss_fn, kind, names, text, mean, std, probe, cfg, seed,
+            history,
+        )  # fmt: skip
     if best[1] == 0:
         pred = p0.predict(x0s["test"])
     else:
@@ -277,3 +246,70 @@ def _train_one(init, cw, rows_of, x0s, ys, spec, names, text, probe, cfg, seed):
             body, head, cw, rows_of["test"], names, text, mean, std, max_tokens, kind, cfg.eval_batch
         )
     return (pred, best[1], float(best[0])), history
+
+
+def _fine_tune(
+    init, p0, best, cw, rows_of, ys, y_tr, loss_fn, kind, names, text, mean, std, probe, cfg, seed, history
+):
+    """Epochs 1..E: body and head (from the epoch-0 probe) trained together, val scored after each
+    epoch (appended to `history`); (best (val score, epoch, weights), body, head, max_tokens)."""
+    body = copy.deepcopy(init).train()
+    for prm in body.parameters():
+        prm.requires_grad_(True)
+    head = copy.deepcopy(p0.model)  # p0 stays the epoch-0 model
+    max_tokens = getattr(getattr(body, "cfg", None), "max_tokens", None)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [q for q in body.parameters() if q.requires_grad], "lr": cfg.lr},
+            {"params": list(head.parameters()), "lr": cfg.head_lr or probe.lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    gen = torch.Generator().manual_seed(int(seed))
+    train_rows = rows_of["train"]
+    params = [q for g in opt.param_groups for q in g["params"]]
+    with torch.enable_grad():
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            body.train()
+            head.train()
+            perm = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+            losses, weights = _train_epoch(
+                body, head, opt, params, perm, cw, y_tr, loss_fn, kind, names, text, mean, std, max_tokens, cfg
+            )  # fmt: skip
+            pred_val = _predict(
+                body, head, cw, rows_of["val"], names, text, mean, std, max_tokens, kind, cfg.eval_batch
+            )
+            s = score(kind, pred_val, ys["val"])
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(np.average(losses, weights=weights)),
+                    "val_score": float(s),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            if s > best[0]:
+                best = (s, epoch, (copy.deepcopy(body.state_dict()), copy.deepcopy(head.state_dict())))
+    return best, body, head, max_tokens
+
+
+def _train_epoch(
+    body, head, opt, params, perm, cw, y_tr, loss_fn, kind, names, text, mean, std, max_tokens, cfg
+):
+    """One pass over the train clips in the order `perm`, `cfg.batch_clips` clips per optimizer step;
+    (losses, batch sizes)."""
+    losses, weights = [], []
+    for lo in range(0, len(perm), cfg.batch_clips):
+        idx = perm[lo : lo + cfg.batch_clips]
+        out = _forward(body, head, cw, idx, names, text, mean, std, max_tokens)
+        y = y_tr[idx]
+        loss = loss_fn(out.squeeze(-1) if kind == "regression" else out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        weights.append(len(idx))
+    return losses, weights

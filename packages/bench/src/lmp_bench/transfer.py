@@ -140,6 +140,33 @@ def evaluate_transfer(
     pretraining k, else lmp_data's DEFAULT_K = 30). samples_per_clip / sample_seed: how many ordering / next-shot samples are
     drawn per clip, and their seed.
     """
+    wanted = _wanted_tasks(tasks)
+    root = Path(labels_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"transfer labels folder not found: {root}")
+    store = open_store(eval_store)
+    lmp, info = _transfer_model(model, store, model_config, init_seed, k)
+    names = transfer_features(lmp, features)
+    kk = _window_k(lmp, k, info.get("k"))
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    pcfg = _probe_cfg(probe)
+    attr_path, attrs_df, attrs, splits, wanted_clips, mem = _transfer_clips(store, root)
+    rng = np.random.default_rng(sample_seed)
+    rows: list[dict] = []
+    skipped, do_ave, do_retrieval = _plan_tasks(lmp, wanted, attr_path, attrs_df, attrs, seed_list)
+    _run_tasks(
+        lmp, mem, root, wanted, names, kk, splits, wanted_clips, attrs_df, attrs, pcfg, seed_list, rng,
+        do_ave, do_retrieval, rows, skipped, threads=threads, batch_size=batch_size,
+        samples_per_clip=samples_per_clip,
+    )  # fmt: skip
+    for t, why in skipped.items():
+        log.warning("transfer %s skipped: %s", t, why)
+    schema = {"task": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64}
+    return TransferResult(pl.DataFrame(rows, schema=schema), skipped)
+
+
+def _wanted_tasks(tasks: str | Sequence[str] | None) -> list[str]:
+    """The requested transfer tasks (None: all), checked against `TRANSFER_TASKS`."""
     if tasks is None:
         wanted = list(TRANSFER_TASKS)
     else:
@@ -147,10 +174,12 @@ def evaluate_transfer(
     bad = [t for t in wanted if t not in TRANSFER_TASKS]
     if bad:
         raise ValueError(f"unknown transfer task(s) {bad}; expected {TRANSFER_TASKS}")
-    root = Path(labels_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"transfer labels folder not found: {root}")
-    store = open_store(eval_store)
+    return wanted
+
+
+def _transfer_model(model, store, model_config, init_seed: int, k: int | None):
+    """(model, info): the store's base features ("base"), a frozen random-init LMP (None), else the
+    resolved model, checked against the store's encoders."""
     if isinstance(model, str) and model == "base" and not Path(model).exists():
         lmp, info = BaseFeatures(k or DEFAULT_K, audio="audio" in store.dims), {}
     elif model is None:
@@ -160,10 +189,11 @@ def evaluate_transfer(
         from lmp_model.export import check_store_encoders
 
         check_store_encoders(lmp, store.encoders)
-    names = transfer_features(lmp, features)
-    kk = _window_k(lmp, k, info.get("k"))
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    pcfg = _probe_cfg(probe)
+    return lmp, info
+
+
+def _transfer_clips(store, root: Path):
+    """(attr_path, attribute table or None, attribute names, clip splits, their clips, those clips loaded)."""
     attr_path = root / "shot_attributes.parquet"
     attrs_df, attrs = read_shot_attributes(attr_path) if attr_path.exists() else (None, [])
     splits = clip_splits(store, attrs_df)
@@ -174,8 +204,12 @@ def evaluate_transfer(
             f"{attr_path}: {len(absent)} clips not in the store {store.path}: {absent[:5]}"
         )
     mem = store.load_all(wanted_clips)
-    rng = np.random.default_rng(sample_seed)
-    rows: list[dict] = []
+    return attr_path, attrs_df, attrs, splits, wanted_clips, mem
+
+
+def _plan_tasks(lmp, wanted, attr_path, attrs_df, attrs, seed_list) -> tuple[dict[str, str], bool, bool]:
+    """(skipped tasks and why, do AVE, do retrieval); plans the progress (one probe per attribute /
+    task and seed)."""
     skipped: dict[str, str] = {}
     if "ave" in wanted and attrs_df is None:
         skipped["ave"] = f"no {attr_path}"
@@ -186,6 +220,14 @@ def evaluate_transfer(
     do_retrieval = "retrieval" in wanted and not no_retrieval
     n_probed = (len(attrs) if do_ave else 0) + ("ordering" in wanted) + ("next_shot" in wanted)
     current().plan(n_probed * len(seed_list))  # retrieval is zero-shot: no probes
+    return skipped, do_ave, do_retrieval
+
+
+def _run_tasks(
+    lmp, mem, root, wanted, names, kk, splits, wanted_clips, attrs_df, attrs, pcfg, seed_list, rng,
+    do_ave, do_retrieval, rows, skipped, *, threads, batch_size, samples_per_clip,
+) -> None:  # fmt: skip
+    """Run the wanted tasks with the model in eval mode (restored after), adding to `rows` / `skipped`."""
     was_training = lmp.training
     lmp.eval()
     try:
@@ -215,7 +257,3 @@ def evaluate_transfer(
                 skipped.update(sk)
     finally:
         lmp.train(was_training)
-    for t, why in skipped.items():
-        log.warning("transfer %s skipped: %s", t, why)
-    schema = {"task": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64}
-    return TransferResult(pl.DataFrame(rows, schema=schema), skipped)
