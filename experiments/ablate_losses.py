@@ -19,6 +19,7 @@ term (`model.loss.window`, not in the paper; column L_window). The paper's Eq. 7
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from _sweep import work
 from _sweep.cli import main, select
@@ -44,6 +45,12 @@ ROWS = [
 ]
 
 
+def without(term: str, cfg):
+    """Row recipe: the sweep's pretraining config with the paper's loss term `term` switched off."""
+    setattr(cfg.model.loss, term, 0.0)
+    return cfg
+
+
 def build(cfg, only):
     specs, columns = [], {}
     for order, (slug, label, off) in enumerate(ROWS):
@@ -59,8 +66,8 @@ def build(cfg, only):
             if off is None:
                 specs.append(TrialSpec(**row, work=work.probe_only, no_pretrain=NO_PRETRAIN_ROWS[slug]))
             else:
-                overrides = [f"model.loss.{off}=0"] if off else []
-                specs.append(TrialSpec(**row, work=work.pretrain_and_probe, pretrain_overrides=overrides))
+                recipe = partial(without, off) if off else None
+                specs.append(TrialSpec(**row, work=work.pretrain_and_probe, pretrain=recipe))
     return [Stage("trials", select(specs, only))], columns
 
 

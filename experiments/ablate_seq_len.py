@@ -8,6 +8,7 @@ One trial = pretraining with `data.k = k` (all three losses) + the LVU probe, ov
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from _sweep import work
 from _sweep.cli import main, select
@@ -15,6 +16,15 @@ from _sweep.runner import Stage
 from _sweep.spec import TrialSpec
 
 # the paper's numbers for these rows, and its ordering: _sweep/paper.py (TABLES["seq_len"])
+
+
+def seq_len(k: int, cfg):
+    """Row recipe: windows of `k` shots; the shot and token position embeddings must cover the window
+    (the default demo has at most 106 / 223 / 390 tokens in a window of k = 10 / 30 / 60 shots)."""
+    cfg.data.k = k
+    cfg.model.max_shots = max(64, k)
+    cfg.model.max_tokens = max(256, 8 * k)
+    return cfg
 
 
 def build(cfg, only):
@@ -31,13 +41,7 @@ def build(cfg, only):
                     seed=seed,
                     order=order,
                     work=work.pretrain_and_probe,
-                    # the shot and token position embeddings must cover the window: the default demo
-                    # has at most 106 / 223 / 390 tokens in a window of k = 10 / 30 / 60 shots
-                    pretrain_overrides=[
-                        f"data.k={k}",
-                        f"model.max_shots={max(64, k)}",
-                        f"model.max_tokens={max(256, 8 * k)}",
-                    ],
+                    pretrain=partial(seq_len, k),
                 )
             )
     return [Stage("trials", select(specs, only))], columns

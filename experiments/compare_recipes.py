@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from _sweep import work
@@ -54,28 +55,23 @@ ROWS = [  # slug, row label, recipe (None: no pretraining)
 ]
 
 
-def recipe_overrides(recipe: str, model_cfg) -> list[str]:
-    """Pretraining overrides that switch the sweep's config to `recipe`, its transformer as wide as LMP's."""
-    if recipe == "lmp":
-        return []
-    e = model_cfg.encoder
-    enc = [
-        f"d={e.d}",
-        f"layers={e.layers}",
-        f"heads={e.heads}",
-        f"ff_mult={e.ff_mult}",
-        f"dropout={e.dropout}",
-    ]
+def as_recipe(recipe: str, cfg):
+    """Row recipe: the sweep's pretraining config switched to `recipe` ("hssl" or "m2s"), its transformer
+    as wide as LMP's (d, layers, heads, ff_mult, dropout of `model.encoder`) and its max_shots LMP's."""
     if recipe == "hssl":
-        return ["recipe=hssl", "hssl.modalities=[video,audio]", f"hssl.max_shots={model_cfg.max_shots}"] + [
-            f"hssl.encoder.{x}" for x in enc
-        ]
-    return [
-        "recipe=m2s",
-        "m2s.scene.pairs=mined",
-        "data.views=1",  # same-movie window pairs are LMP's window term's positives; M2S wants none
-        f"m2s.max_shots={model_cfg.max_shots}",
-    ] + [f"m2s.scene.encoder.{x}" for x in enc]
+        cfg.recipe = "hssl"
+        cfg.hssl.modalities = ["video", "audio"]
+        cfg.hssl.max_shots = cfg.model.max_shots
+        encoder = cfg.hssl.encoder
+    else:
+        cfg.recipe = "m2s"
+        cfg.m2s.scene.pairs = "mined"
+        cfg.data.views = 1  # same-movie window pairs are LMP's window term's positives; M2S wants none
+        cfg.m2s.max_shots = cfg.model.max_shots
+        encoder = cfg.m2s.scene.encoder
+    for name in ("d", "layers", "heads", "ff_mult", "dropout"):
+        setattr(encoder, name, getattr(cfg.model.encoder, name))
+    return cfg
 
 
 M2S_BUDGET = {"shot": 0.2, "movie": 0.2, "scene": 0.6}
@@ -88,10 +84,7 @@ def _pretrain_m2s(ctx):
     {stage: PretrainResult}, total steps)."""
     from pretrain_m2s import pipeline_steps, split_steps
 
-    from lmp_model.pretrain import load_pretrain_config
-
-    base = [*ctx.sweep.pretrain_overrides, *ctx.spec.pretrain_overrides]
-    cfg = load_pretrain_config(ctx.sweep.pretrain_config, [*base, f"data.store={ctx.sweep.data['store']}"])
+    cfg = work.trial_config(ctx)
     steps = split_steps(pipeline_steps(cfg), dict(ctx.spec.stages or M2S_BUDGET))
     results, prev = {}, None
     for i, (stage, n) in enumerate(steps.items()):
@@ -160,10 +153,8 @@ def _log_stages(stages: dict) -> None:
 
 
 def build(cfg, only):
-    from lmp_model.pretrain import load_pretrain_config
     from lmp_model.recipes import RECIPES
 
-    model_cfg = load_pretrain_config(_repo(cfg.pretrain_config), list(cfg.pretrain_overrides)).model
     specs, columns = [], {}
     for order, (slug, label, recipe) in enumerate(ROWS):
         columns[label] = {"Recipe": recipe or "—"}
@@ -173,19 +164,11 @@ def build(cfg, only):
                 specs.append(TrialSpec(**row, work=work.probe_only, no_pretrain=NO_PRETRAIN_ROWS[slug]))
                 continue
             features = RECIPES[recipe].default_features.split("+") if recipe != "lmp" else None
-            overrides = recipe_overrides(recipe, model_cfg)
+            pretrain = partial(as_recipe, recipe) if recipe != "lmp" else None
             specs.append(
-                TrialSpec(
-                    **row, work=recipe_trial, recipe=recipe, pretrain_overrides=overrides, features=features
-                )
+                TrialSpec(**row, work=recipe_trial, recipe=recipe, pretrain=pretrain, features=features)
             )
     return [Stage("trials", select(specs, only))], columns
-
-
-def _repo(path: str) -> str:
-    from _sweep.config import repo_path
-
-    return str(repo_path(path))
 
 
 def budget_markdown(sweep_dir: Path) -> str | None:
@@ -238,9 +221,6 @@ def _write_budget(out, cfg) -> None:
         except Exception as e:  # noqa: BLE001 - the files on disk are the record
             print(f"[sweep] could not log budget.md to the parent run: {e}", flush=True)
         print(budget, flush=True)
-    if not out.complete:
-        print(f"[sweep] resume this one with: .venv/bin/python experiments/compare_recipes.py --scale {cfg.scale} "
-              f"--resume {out.sweep_dir}", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from .config import SCALES, SweepConfig, load_sweep_config
+from .config import REPO_ROOT, SCALES, SweepConfig, load_sweep_config
 from .spec import TrialSpec
 
 
@@ -90,6 +92,12 @@ def select(specs: list[TrialSpec], only: list[str] | None) -> list[TrialSpec]:
     return [s for s in specs if s.slug in only]
 
 
+def _script(build_stages) -> str:
+    """The table script that defines `build_stages` (what resumes its sweep), relative to the repo."""
+    path = Path(inspect.getsourcefile(build_stages) or "").resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def main(
     table: str,
     title: str,
@@ -130,6 +138,7 @@ def main(
             label_columns=label_columns,
             columns=columns,
             resume=args.resume,
+            script=_script(build_stages),
         )
     except Exception as e:
         if getattr(e, "lmp_reported", False):  # one line + the log's path already printed

@@ -197,8 +197,10 @@ def run_sweep(
     label_columns: list[str] | None = None,
     columns: dict[str, dict[str, str]] | None = None,
     resume: str | None = None,
+    script: str | None = None,
 ) -> SweepOutcome:
     """Run (or resume) a sweep end to end and write its table. See the module docstring for the layout.
+    `script`: the table script that resumes it (default experiments/ablate_<table>.py), for the hint.
 
     Unless `cfg.verbose`, the process's output goes to `<sweep>/sweep.log` from the moment the folder
     exists; an error is printed in one line with the log's path (the traceback is in the log) and raised
@@ -207,7 +209,9 @@ def run_sweep(
 
     console = SweepConsole(verbose=cfg.verbose)
     try:
-        return _run_sweep(table, title, stages, cfg, console, data, label_columns, columns, resume)
+        outcome = _run_sweep(table, title, stages, cfg, console, data, label_columns, columns, resume)
+        _report(console, outcome, script or f"experiments/ablate_{table}.py", cfg)
+        return outcome
     except BaseException as e:
         if console.redirected:
             traceback.print_exc()  # into the log
@@ -289,7 +293,6 @@ def _run_sweep(
         outcome.markdown = _write_table(outcome, client, table, title, label_columns or [], columns or {})
     status = "FINISHED" if complete else "KILLED"
     client.set_terminated(parent, status=status)
-    _report(console, outcome, table, cfg)
     return outcome
 
 
@@ -357,14 +360,13 @@ def _open_sweep(
     return sweep_dir, experiment_id, parent, uri, ctx
 
 
-def _report(console: SweepConsole, outcome: SweepOutcome, table: str, cfg: SweepConfig) -> None:
+def _report(console: SweepConsole, outcome: SweepOutcome, script: str, cfg: SweepConfig) -> None:
     """The table, the verdict, and how to resume / what failed / where the log and the UI are."""
     sweep_dir, complete, rows = outcome.sweep_dir, outcome.complete, outcome.rows
     console.line(outcome.markdown)
     if outcome.verdict:
         console.line(outcome.verdict.replace("**", ""))
     if not complete:
-        script = f"experiments/ablate_{table}.py"
         console.line(
             f"[sweep] interrupted with unfinished trials; resume with:\n  .venv/bin/python {script} "
             f"--scale {cfg.scale} --resume {sweep_dir}"

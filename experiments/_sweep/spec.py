@@ -2,8 +2,10 @@
 (`SweepContext`).
 
 A table script builds its `TrialSpec`s (row label, seed, the work function to run, the row's pretraining
-overrides or baseline, probe features); Tune carries them to the workers as they are (pickled, the work
-function by reference). The driver builds one `SweepContext` when the sweep starts, saves it in
+recipe or baseline, probe features); Tune carries them to the workers as they are (pickled, the work and
+recipe functions by reference). A row's recipe is a function from the sweep's typed `PretrainConfig` to
+the row's (torchtitan's config_registry idea), checked like a YAML when the trial builds its config
+(`work.trial_config`). The driver builds one `SweepContext` when the sweep starts, saves it in
 `sweep.json` (`to_dict`) and rebuilds it typed on `--resume` (`from_dict`); the workers get it through
 Tune's `param_space`. A trial's work function gets both in its `TrialContext` (`trial.py`).
 """
@@ -11,6 +13,7 @@ Tune's `param_space`. A trial's work function gets both in its `TrialContext` (`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +31,7 @@ class TrialSpec:
     work: Callable[..., dict[str, Any]]  # work(ctx: TrialContext) -> metrics (see `_sweep/work.py`)
     slug: str = ""  # the row's name for `--only`
     order: int = 0  # the row's position in the table
-    pretrain_overrides: list[str] = field(default_factory=list)  # dotlist on top of the sweep's
+    pretrain: Callable[[Any], Any] | None = None  # the row's recipe: PretrainConfig -> PretrainConfig
     no_pretrain: str | None = None  # a no-pretraining baseline (lmp_bench.api.NO_PRETRAIN)
     recipe: str | None = None  # the pretraining recipe (compare_recipes.py)
     features: list[str] | None = None  # probe features (None: the sweep's probe.features)
@@ -40,13 +43,28 @@ class TrialSpec:
     @property
     def work_name(self) -> str:
         """The work function as "module:qualname" (the trial's spec.json, the progress display's ETA)."""
-        w = self.work
-        return f"{getattr(w, '__module__', '?')}:{getattr(w, '__qualname__', type(w).__name__)}"
+        return function_name(self.work)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able record of the spec (its work function by name)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "work"}
-        return {**out, "work": self.work_name}
+        """A JSON-able record of the spec (its work and recipe functions by name)."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("work", "pretrain")
+        }
+        return {
+            **out,
+            "work": self.work_name,
+            "pretrain": function_name(self.pretrain) if self.pretrain else None,
+        }
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """A function as "module:qualname", a `functools.partial` with its arguments: "module:qualname(30)"."""
+    if isinstance(fn, functools.partial):
+        args = [*map(repr, fn.args), *(f"{k}={v!r}" for k, v in fn.keywords.items())]
+        return f"{function_name(fn.func)}({', '.join(args)})"
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 @dataclass

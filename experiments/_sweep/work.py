@@ -49,21 +49,12 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] =
     `probe.curve_every` steps (and at step 0) for the probe-over-training curve. `extra`: overrides on top
     (a stage of a multi-stage recipe: its name, steps, init_from); `track=False`: no MLflow run (an
     earlier stage; the trial's child run is its last pretraining's)."""
-    from lmp_model.pretrain import load_pretrain_config, run
+    from lmp_model.pretrain import run
 
-    seed = int(ctx.spec.seed)
-    overrides = [
-        *ctx.sweep.pretrain_overrides,
-        *ctx.spec.pretrain_overrides,
-        f"train.seed={seed}",
-        f"name={ctx.key}",
-        f"train.out_dir={ctx.dir}",
-        f"data.store={ctx.sweep.data['store']}",
-    ]
+    trial = [f"train.seed={int(ctx.spec.seed)}", f"name={ctx.key}", f"train.out_dir={ctx.dir}"]
     if snapshots and curve_every(ctx):
-        overrides.append(f"train.snapshot_every={curve_every(ctx)}")
-    overrides += list(extra)
-    cfg = load_pretrain_config(ctx.sweep.pretrain_config, overrides)
+        trial.append(f"train.snapshot_every={curve_every(ctx)}")
+    cfg = trial_config(ctx, [*trial, *extra])
     cfg.train.threads = ctx.sweep.threads
     cfg.mlflow.enabled = track
     cfg.mlflow.tracking_uri = ctx.sweep.tracking_uri
@@ -79,6 +70,18 @@ def _pretrain(ctx: TrialContext, snapshots: bool = False, extra: Sequence[str] =
             f"{ctx.sweep.tracking_uri} unreachable?); the sweep needs one child run per trial"
         )
     return result
+
+
+def trial_config(ctx: TrialContext, overrides: Sequence[str] = ()):
+    """The trial's typed `PretrainConfig`: the sweep's config (its YAML + `pretrain_overrides`), the row's
+    recipe function (`TrialSpec.pretrain`) on it, then the sweep's store and `overrides` (the trial's seed,
+    folder, a stage's steps), validated (`lmp_model.pretrain.with_overrides`)."""
+    from lmp_model.pretrain import load_pretrain_config, with_overrides
+
+    cfg = load_pretrain_config(ctx.sweep.pretrain_config, [*ctx.sweep.pretrain_overrides])
+    if ctx.spec.pretrain is not None:
+        cfg = ctx.spec.pretrain(cfg)
+    return with_overrides(cfg, [f"data.store={ctx.sweep.data['store']}", *overrides])
 
 
 def probe_features(ctx: TrialContext) -> list[str]:
@@ -236,9 +239,8 @@ def _no_pretrain_kw(ctx: TrialContext, mode: str) -> dict[str, Any]:
 
     from lmp_bench.api import NO_PRETRAIN
     from lmp_bench.scratch import ScratchConfig
-    from lmp_model.pretrain import load_pretrain_config
 
-    cfg = load_pretrain_config(ctx.sweep.pretrain_config, [*ctx.sweep.pretrain_overrides])
+    cfg = trial_config(ctx)
     kw: dict[str, Any] = {
         "no_pretrain": mode,
         "method": NO_PRETRAIN[mode],

@@ -12,8 +12,10 @@ sys.path.insert(0, str(EXP))
 
 import ablate_features  # noqa: E402
 import ablate_losses  # noqa: E402
+import ablate_seq_len  # noqa: E402
+import compare_recipes  # noqa: E402
 from _sweep import work  # noqa: E402
-from _sweep.config import SweepProbeConfig, load_sweep_config  # noqa: E402
+from _sweep.config import SweepProbeConfig, load_sweep_config, repo_path  # noqa: E402
 from _sweep.runner import worker_modules  # noqa: E402
 from _sweep.spec import SweepContext, TrialSpec  # noqa: E402
 
@@ -25,9 +27,65 @@ def test_table_rows_are_typed_specs_with_work_functions():
     assert [s.key for s in specs] == ["none-scratch-s0", "no-inter-s0"]
     scratch, no_inter = specs
     assert scratch.work is work.probe_only and scratch.no_pretrain == "scratch" and scratch.order == 2
-    assert no_inter.work is work.pretrain_and_probe and no_inter.pretrain_overrides == ["model.loss.inter=0"]
+    assert no_inter.work is work.pretrain_and_probe and scratch.pretrain is None
     record = json.loads(json.dumps(no_inter.to_dict()))  # what Tune shows and the trial's spec.json holds
     assert record["work"] == "_sweep.work:pretrain_and_probe" and record["variant"] == "w/o L_inter"
+    assert record["pretrain"] == "ablate_losses:without('inter')"
+
+
+def _trial_config(table, slug: str, overrides=()):
+    """The typed pretraining config a table's row (seed 0) runs with, as `work.trial_config` builds it."""
+    from types import SimpleNamespace
+
+    cfg = load_sweep_config("smoke")
+    (spec,) = table.build(cfg, [slug])[0][0].specs
+    sweep = SimpleNamespace(
+        pretrain_config=str(repo_path(cfg.pretrain_config)),
+        pretrain_overrides=list(cfg.pretrain_overrides),
+        data={"store": "/the/store"},
+    )
+    return work.trial_config(SimpleNamespace(spec=spec, sweep=sweep), overrides)
+
+
+def test_row_recipes_are_functions_of_the_typed_config():
+    """Each row's recipe reaches the trial's config (Table 2's k did not, once), on top of the sweep's."""
+    c = _trial_config(ablate_losses, "no-inter", ["train.seed=3"])
+    assert (c.model.loss.intra, c.model.loss.inter, c.model.loss.cross) == (1.0, 0.0, 1.0)
+    assert c.train.seed == 3 and c.data.store == "/the/store"
+    assert _trial_config(ablate_losses, "full").model.loss.inter == 1.0
+    k60 = _trial_config(ablate_seq_len, "k60")
+    assert (k60.data.k, k60.model.max_shots, k60.model.max_tokens) == (60, 64, 480)
+
+
+def test_recipe_rows_equal_their_former_dotlist_overrides():
+    """compare_recipes' HSSL / M2S rows as typed functions give the very configs the dotlists gave."""
+    from lmp_model.pretrain import config_to_dict, load_pretrain_config
+
+    cfg = load_sweep_config("smoke")
+    path = str(repo_path(cfg.pretrain_config))
+    base = load_pretrain_config(path, [*cfg.pretrain_overrides, "data.store=/the/store"])
+    e = base.model.encoder
+    enc = [
+        f"d={e.d}",
+        f"layers={e.layers}",
+        f"heads={e.heads}",
+        f"ff_mult={e.ff_mult}",
+        f"dropout={e.dropout}",
+    ]
+    before = {
+        "hssl": ["recipe=hssl", "hssl.modalities=[video,audio]", f"hssl.max_shots={base.model.max_shots}"]
+        + [f"hssl.encoder.{x}" for x in enc],
+        "m2s": [
+            "recipe=m2s",
+            "m2s.scene.pairs=mined",
+            "data.views=1",
+            f"m2s.max_shots={base.model.max_shots}",
+        ]
+        + [f"m2s.scene.encoder.{x}" for x in enc],
+    }
+    for recipe, dotlist in before.items():
+        old = load_pretrain_config(path, [*cfg.pretrain_overrides, *dotlist, "data.store=/the/store"])
+        assert config_to_dict(_trial_config(compare_recipes, recipe)) == config_to_dict(old), recipe
 
 
 def test_later_stage_specs_are_built_from_earlier_rows():
@@ -66,3 +124,10 @@ def test_ray_workers_get_the_sweep_package_and_the_scripts_modules():
 def test_trial_spec_names_any_callable():
     spec = TrialSpec(key="k", variant="v", seed=0, work=len)
     assert spec.to_dict()["work"] == "builtins:len"
+
+
+def test_resume_hint_names_the_table_script():
+    from _sweep.cli import _script
+
+    assert _script(ablate_losses.build) == "experiments/ablate_losses.py"
+    assert _script(compare_recipes.build) == "experiments/compare_recipes.py"  # not ablate_recipes.py

@@ -13,6 +13,7 @@ from lmp_model.pretrain.config import (
     config_to_dict,
     config_to_yaml,
     load_pretrain_config,
+    with_overrides,
 )
 from lmp_model.pretrain.train import NonFiniteLossError, PretrainResult, run
 
@@ -28,4 +29,5 @@ __all__ = [
     "config_to_yaml",
     "load_pretrain_config",
     "run",
+    "with_overrides",
 ]

@@ -247,19 +247,34 @@ def load_pretrain_config(path: str | Path | None = None, overrides: Sequence[str
                     raise ConfigError(f"pretrain config {path}: model_file {mpath}: no such file")
                 parts.append(OmegaConf.create({"model": OmegaConf.load(mpath)}))
             parts.append(raw)
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError(f"overrides {bad}: expected key=value")
-            source += " + overrides " + " ".join(overrides)
-            parts.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*parts))
-    except ConfigError:
-        raise
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        msg = str(e).splitlines()[0]
-        raise ConfigError(f"{source}: invalid key {key!r}: {msg}") from e
+        raise ConfigError(
+            f"{source}: invalid key {getattr(e, 'full_key', None)!r}: {str(e).splitlines()[0]}"
+        ) from e
+    return _build(parts, overrides, source)
+
+
+def with_overrides(cfg: PretrainConfig, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """`cfg` with `key=value` overrides on top, rebuilt and validated: a recipe function's edits (e.g. a
+    sweep row's, `experiments/_sweep/spec.py`) are checked like a YAML's, errors naming the key."""
+    return _build([OmegaConf.structured(cfg)], overrides, f"config {cfg.name!r}")
+
+
+def _build(parts: list[Any], overrides: Sequence[str], source: str) -> PretrainConfig:
+    """Merge OmegaConf parts, then the `key=value` overrides, onto a `PretrainConfig` and validate; errors
+    name `source` (+ the overrides) and the key."""
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"overrides {bad}: expected key=value")
+        source += " + overrides " + " ".join(overrides)
+    try:
+        dotlist = [OmegaConf.from_dotlist(list(overrides))] if overrides else []
+        cfg = OmegaConf.to_object(OmegaConf.merge(*parts, *dotlist))
+    except OmegaConfBaseException as e:
+        raise ConfigError(
+            f"{source}: invalid key {getattr(e, 'full_key', None)!r}: {str(e).splitlines()[0]}"
+        ) from e
     except ValueError as e:  # ModelConfig's own range checks
         raise ConfigError(f"{source}: {e}") from e
     try:
