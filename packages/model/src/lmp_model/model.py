@@ -22,28 +22,17 @@ import torch
 from torch import Tensor, nn
 
 from lmp_model.config import MODALITIES, ModelConfig, term_modalities
-from lmp_model.losses import (
-    chance_level,
-    cross_modal_loss,
-    group_chance,
-    inter_modal_loss,
-    intra_modal_loss,
-    language_per_shot,
-    reconstruction_loss,
-    shuffle_within,
-    sync_loss,
-    time_average,
-    window_loss,
-)
+from lmp_model.losses import language_per_shot
 from lmp_model.modules import (
+    VALID_KEY,
     ContextualEncoder,
     CrossModalTransformer,
+    LossTerms,
     ModalityEmbedding,
     sample_replacement,
     sample_token_mask,
 )
 
-_VALID_KEY = {"video": "shot_mask", "audio": "shot_mask", "text": "text_mask"}
 _CROSS_SOURCES = ("audio", "text")
 
 FEATURE_MODALITIES: dict[str, tuple[str, ...]] = {
@@ -77,23 +66,14 @@ def _head(d: int, kind: str) -> nn.Module:
     return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
 
 
-def _window_groups(movies: object, device: torch.device) -> Tensor | None:
-    """The batch's `movie` field (ids, one per window) as group ints for the window term; None if absent."""
-    if movies is None:
-        return None
-    if isinstance(movies, Tensor):
-        return movies.to(device).long().reshape(-1)
-    index: dict[object, int] = {}
-    return torch.tensor([index.setdefault(m, len(index)) for m in movies], dtype=torch.long, device=device)
-
-
-class LMP(nn.Module):
+class LMP(LossTerms, nn.Module):
     """Long-range multimodal pretraining model.
 
     dims: base feature width per modality, {"video": Dv, "audio": Da, "text": Dl}; audio and/or text may
     be left out (or 0): a model without them (see the module docstring). Module names: `embed.<m>`
     (projection, position, [MASK]), `context.<m>` (contextual encoders), `cross.audio` and `cross.text`
-    (two cross-modal transformers) or `cross.shared` (one, `cfg.cross.shared`).
+    (two cross-modal transformers) or `cross.shared` (one, `cfg.cross.shared`). The loss groups that
+    `forward` merges are `LossTerms`' methods (modules/terms.py).
     """
 
     def __init__(self, cfg: ModelConfig, dims: Mapping[str, int]):
@@ -226,7 +206,7 @@ class LMP(nn.Module):
     ) -> dict[str, Tensor]:
         """The [MASK] positions of every modality: `masking.ratio` of each window's valid tokens."""
         return {
-            m: sample_token_mask(batch[_VALID_KEY[m]], self.cfg.masking.ratio, generator)
+            m: sample_token_mask(batch[VALID_KEY[m]], self.cfg.masking.ratio, generator)
             for m in self.modalities
         }
 
@@ -235,7 +215,7 @@ class LMP(nn.Module):
         self, m: str, b: Mapping[str, Tensor], masked: Tensor | None, swap: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         tokens, target = self.embed[m](b[m], masked, swap)
-        return self.context[m](tokens, b[_VALID_KEY[m]]), target
+        return self.context[m](tokens, b[VALID_KEY[m]]), target
 
     def _cross(self, source: str, src: Tensor, b: Mapping[str, Tensor], v: Tensor) -> Tensor:
         """The cross-modal transformer of `source` ("audio" or "text") -> one output per shot [N, k, d].
@@ -260,18 +240,6 @@ class LMP(nn.Module):
             return self.cross["shared"](src, src_valid, tgt, shot_mask, _CROSS_SOURCES.index(source), align)
         return self.cross[source](src, src_valid, tgt, shot_mask, align=align)
 
-    def _negative_groups(self, b: Mapping[str, Tensor], movie: Tensor | None) -> dict[str, Tensor] | None:
-        """{m: [N, L] ints}: the group of every shot / token whose members are not each other's negatives
-        (`LossConfig.negatives`): its window, or its window's movie; None for "batch" (the paper)."""
-        how = self.cfg.loss.negatives
-        if how == "batch":
-            return None
-        n = b["video"].shape[0]
-        win = torch.arange(n, device=b["video"].device)
-        if how == "other_movies" and movie is not None:
-            win = movie
-        return {m: win[:, None].expand(b[_VALID_KEY[m]].shape) for m in self.modalities}
-
     # ------------------------------------------------------------------------------------- training
     def forward(
         self,
@@ -288,7 +256,6 @@ class LMP(nn.Module):
         (ids, or ints) and are left out when the batch has none. Terms that need a modality the model
         lacks are not computed (`dropped_terms`).
         """
-        cfg = self.cfg
         terms_on = self.terms_on()
         if not terms_on:
             if self.dropped_terms:
@@ -303,27 +270,55 @@ class LMP(nn.Module):
         mask_mods = [m for m in self.modalities if m in intra_mods or m in recon_mods]
         inter = tuple(t.split("/")[1] for t in terms_on if t.startswith("inter/"))
         cross = tuple(t.split("/")[1] for t in terms_on if t.startswith("cross/"))
-        group = _window_groups(batch.get("movie"), b["video"].device)
+        group = self._window_groups(batch.get("movie"), b["video"].device)
         window = [t.split("/")[1] for t in terms_on if t.startswith("window/")] if group is not None else []
-        if not (mask_mods or inter or cross or window or "sync/audio" in terms_on):
+        sync = "sync/audio" in terms_on
+        if not (mask_mods or inter or cross or window or sync):
             raise ValueError(
                 "LMP.forward: the only terms on are window terms and the batch has no 'movie' field to "
                 "group windows by"
             )
-        need = set(mask_mods) | set(window)
-        if {"v2a", "a2v"} & set(inter):
-            need |= {"video", "audio"}
-        if {"v2l", "l2v"} & set(inter):
-            need |= {"video", "text"}
-        if cross or "sync/audio" in terms_on:
-            need |= set(MODALITIES)
+        need = self._needed(mask_mods, window, inter, cross, sync)
+        masked, ctx, tgt, tokens = self._encode_masked(b, mask_mods, need, masked, generator)
 
+        neg_group = self._negative_groups(b, group)  # {m: [N, L] ints} or None (`loss.negatives`)
+        head = self.loss_head if hasattr(self, "loss_head") else None
+        out = {m: head[m](x) for m, x in ctx.items()} if head is not None else ctx  # what Eq. 1-5 read
+        shot_group = neg_group["video"] if neg_group is not None else None
+        parts = [
+            self._intra_terms(intra_mods, out, tgt, masked, neg_group),
+            self._inter_terms(inter, b, out, masked, shot_group),
+        ]
+        *cross_part, v_a = self._cross_terms(cross, b, ctx, masked, shot_group, head)  # v_a: for sync
+        parts += [
+            cross_part,
+            self._window_terms(window, b, ctx, tokens, group, generator),
+            self._recon_terms(recon_mods, b, ctx, masked),
+            self._sync_terms(sync, b, ctx, v_a, head, generator),
+        ]
+        terms = {name: value for part, _ in parts for name, value in part.items()}
+        chance = {name: value for _, part in parts for name, value in part.items()}
+        weight = self.cfg.loss.weights()
+        loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
+        return LMPOutput(loss=loss, terms=terms, chance=chance)
+
+    def _encode_masked(
+        self,
+        b: Mapping[str, Tensor],
+        mask_mods: list[str],
+        need: set[str],
+        masked: Mapping[str, Tensor] | None,
+        generator: torch.Generator | None,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """The [MASK] positions of `mask_mods` (given, else drawn) and BERT's replacements there, then the
+        input tokens, masking targets and contextual outputs of the modalities in `need`:
+        (masked, ctx, tgt, tokens)."""
         if masked is None:
             masked = self.sample_masks(b, generator) if mask_mods else {}
-        masked = {m: masked[m].to(b[_VALID_KEY[m]].device).bool() & b[_VALID_KEY[m]] for m in mask_mods}
-        mcfg = cfg.masking
+        masked = {m: masked[m].to(b[VALID_KEY[m]].device).bool() & b[VALID_KEY[m]] for m in mask_mods}
+        mcfg = self.cfg.masking
         replace = {
-            m: sample_replacement(masked[m], b[_VALID_KEY[m]], mcfg.random_ratio, mcfg.keep_ratio, generator)
+            m: sample_replacement(masked[m], b[VALID_KEY[m]], mcfg.random_ratio, mcfg.keep_ratio, generator)
             for m in mask_mods
         }
 
@@ -332,113 +327,8 @@ class LMP(nn.Module):
             if m in need:
                 to_mask, swap = replace.get(m, (None, None))
                 tokens[m], tgt[m] = self.embed[m](b[m], to_mask, swap)
-                ctx[m] = self.context[m](tokens[m], b[_VALID_KEY[m]])
-
-        neg_group = self._negative_groups(b, group)  # {m: [N, L] ints} or None (`loss.negatives`)
-        head = self.loss_head if hasattr(self, "loss_head") else None
-        out = {m: head[m](x) for m, x in ctx.items()} if head is not None else ctx  # what Eq. 1-5 read
-        terms: dict[str, Tensor] = {}
-        counts: dict[str, Tensor] = {}
-        chance: dict[str, Tensor] = {}
-        v_a = None
-        shot_group = neg_group["video"] if neg_group is not None else None
-        if intra_mods:
-            targets = {m: tgt[m].detach() if cfg.masking.stop_gradient else tgt[m] for m in intra_mods}
-            intra = intra_modal_loss(
-                out, targets, masked, temperature=cfg.masking.temperature, normalize=cfg.masking.normalize,
-                groups=neg_group,
-            )  # fmt: skip
-            terms |= {f"intra/{m}": intra[m] for m in intra_mods}
-            counts |= {f"intra/{m}": masked[m].sum() for m in intra_mods}
-            if neg_group is not None:
-                chance |= {
-                    f"intra/{m}": group_chance(neg_group[m][masked[m]], masked[m].sum()) for m in intra_mods
-                }
-
-        shot_mask, tau = b["shot_mask"], cfg.loss.temperature
-        no_mask = torch.zeros_like(shot_mask)
-        unmasked_v = ~masked.get("video", no_mask)
-        unmasked_va = unmasked_v & ~masked.get("audio", no_mask)
-        contrast_all = cfg.loss.contrast_masked
-        l_shot = l_shot_mask = None
-        if "text" in ctx and ({"v2l", "l2v"} & set(inter) or cross):
-            text_valid = b["text_mask"]
-            if not contrast_all and "text" in masked:
-                text_valid = text_valid & ~masked["text"]
-            l_shot, l_shot_mask = language_per_shot(out["text"], text_valid, b["token_shot"])
-        if inter:
-            va = inter_modal_loss(
-                out.get("video"), out.get("audio"), shot_mask, temperature=tau,
-                terms=tuple(t for t in inter if t in ("v2a", "a2v")),
-                pair_mask=None if contrast_all else unmasked_va, group=shot_group,
-            )  # fmt: skip
-            vl = inter_modal_loss(
-                out.get("video"), None, shot_mask, l_shot, l_shot_mask, temperature=tau,
-                terms=tuple(t for t in inter if t in ("v2l", "l2v")),
-                pair_mask=None if contrast_all else unmasked_v, group=shot_group,
-            )  # fmt: skip
-            terms |= {f"inter/{name}": va.get(name, vl.get(name)) for name in inter}
-            n_va = (shot_mask if contrast_all else shot_mask & unmasked_va).sum()
-            n_vl = n_va.new_zeros(())
-            if l_shot_mask is not None:
-                n_vl = (shot_mask & l_shot_mask & (True if contrast_all else unmasked_v)).sum()
-            counts |= {f"inter/{n}": n_va if n in ("v2a", "a2v") else n_vl for n in inter}
-            if shot_group is not None:
-                sel_va = shot_mask if contrast_all else shot_mask & unmasked_va
-                sel_vl = shot_mask & (True if contrast_all else unmasked_v)
-                if l_shot_mask is not None:
-                    sel_vl = sel_vl & l_shot_mask
-                for n in inter:
-                    sel = sel_va if n in ("v2a", "a2v") else sel_vl
-                    chance[f"inter/{n}"] = group_chance(shot_group[sel], sel.sum())
-        if cross:
-            v_a = self._cross("audio", ctx["audio"], b, ctx["video"])
-            v_l = self._cross("text", ctx["text"], b, ctx["video"])
-            if head is not None:
-                v_a, v_l = head["cross_audio"](v_a), head["cross_text"](v_l)
-            has_text = b["text_mask"].any(dim=1, keepdim=True)
-            pairs = shot_mask & has_text if contrast_all else shot_mask & has_text & unmasked_va
-            cm = cross_modal_loss(v_a, v_l, pairs, temperature=tau, terms=cross, group=shot_group)
-            terms |= {f"cross/{name}": cm[name] for name in cross}
-            counts |= {f"cross/{name}": pairs.sum() for name in cross}
-            if shot_group is not None:
-                chance |= {f"cross/{name}": group_chance(shot_group[pairs], pairs.sum()) for name in cross}
-
-        for m in window:
-            valid = b["shot_mask"] if m != "text" else b["text_mask"]
-            z = time_average(ctx[m], valid)
-            if hasattr(self, "window_head"):
-                z = self.window_head[m](z)
-            rows = valid.any(dim=1)  # windows with no language take no part in the text term
-            neg = None
-            if cfg.loss.window_shuffled and m != "text":
-                # the same input tokens ([MASK]s included) in another order: only order tells them apart
-                x, ok = shuffle_within(tokens[m], valid, generator)
-                neg = time_average(self.context[m](x, ok), ok)
-                if hasattr(self, "window_head"):
-                    neg = self.window_head[m](neg)
-                neg = neg[rows]
-            terms[f"window/{m}"], counts[f"window/{m}"] = window_loss(z[rows], group[rows], tau, neg)
-
-        for m in recon_mods:  # the hidden shot's base features from its context (LossConfig.recon)
-            pred = self.recon_head[m](ctx[m][masked[m]])
-            terms[f"recon/{m}"], chance[f"recon/{m}"] = reconstruction_loss(pred, b[m][masked[m]])
-
-        if "sync/audio" in terms_on:  # own vs shot-shuffled audio, per shot (LossConfig.sync)
-            own = (
-                v_a
-                if v_a is not None and head is None
-                else self._cross("audio", ctx["audio"], b, ctx["video"])
-            )
-            shuffled_audio, _ = shuffle_within(ctx["audio"], shot_mask, generator)
-            other = self._cross("audio", shuffled_audio, b, ctx["video"])
-            logits = self.sync_head(torch.stack([own, other])[:, shot_mask]).squeeze(-1)
-            terms["sync/audio"], chance["sync/audio"] = sync_loss(logits)
-
-        weight = cfg.loss.weights()
-        loss = sum(weight[name.split("/")[0]] * value for name, value in terms.items())
-        chance |= {n: chance_level(counts[n]) for n in terms if n not in chance}
-        return LMPOutput(loss=loss, terms=terms, chance=chance)
+                ctx[m] = self.context[m](tokens[m], b[VALID_KEY[m]])
+        return masked, ctx, tgt, tokens
 
     # ------------------------------------------------------------------------------------- features
     def encode(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
