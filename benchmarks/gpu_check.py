@@ -217,11 +217,8 @@ def pretrain(
     return None, seen
 
 
-def check_pretrain(c: Check, sz: dict, store: Path, dev: torch.device, nproc: int, tmp: Path) -> None:
-    from lmp_model.pretrain import load_pretrain_config
-
-    base = [f"data.store={store}", f"data.k={sz['k']}", *sz["overrides"], "mlflow.enabled=false"]
-    cfg = load_pretrain_config(sz["config"], base)
+def _check_peak(c: Check, dev: torch.device) -> float:
+    """The measured matmul peak: bf16 on the GPU, fp32 at 1 thread on the CPU (dry run)."""
     if dev.type == "cuda":
         peak = pretrain_bench.matmul_peak(8192, 20, device="cuda", dtype=torch.bfloat16)
         c.result(
@@ -232,6 +229,43 @@ def check_pretrain(c: Check, sz: dict, store: Path, dev: torch.device, nproc: in
     else:
         peak = pretrain_bench.matmul_peak(threads=1)
         c.result("fp32 matmul peak", f"{peak / 1e9:.1f} GFLOP/s (2048^3, 1 thread; dry run)", None)
+    return peak
+
+
+def _check_resume(
+    c: Check, sz: dict, store: Path, dev: torch.device, nproc: int, tmp: Path, hist: list[dict]
+) -> None:
+    """Kill a run after its checkpoint, resume it: its losses after the resume against `hist`, the
+    uninterrupted run's."""
+    # resume after kill: SIGKILL once the checkpoint after ckpt_every steps is written, then --resume
+    _, seen = pretrain(sz, tmp, store, "killed", nproc, kill_after=sz["ckpt_every"] + 2)
+    out, _ = pretrain(sz, tmp, store, "killed", nproc, resume=True)
+    res = _metrics(Path(out["run_dir"]))
+    cont = [h["step"] for h in res] == list(range(1, sz["steps"] + 1))
+    frm = out.get("resumed_from")
+    after = [(a, b) for a, b in zip(res, hist) if frm is not None and a["step"] > frm]
+    diff = max(
+        (abs(a["loss/total"] - b["loss/total"]) / abs(b["loss/total"]) for a, b in after),
+        default=float("nan"),
+    )
+    tol = 0.02 if dev.type == "cuda" else 1e-6
+    ok = bool(frm) and cont and seen is not None and frm <= seen < sz["steps"] and diff <= tol
+    c.result(
+        "resume after kill",
+        f"SIGKILL at step {seen}, resumed from checkpoint step {frm}, steps 1..{sz['steps']} logged once each: "
+        f"{cont}; losses after the resume vs the uninterrupted run: max relative difference {diff:.2e} "
+        f"(<= {tol:g})",
+        ok,
+    )
+    c.failed |= not ok
+
+
+def check_pretrain(c: Check, sz: dict, store: Path, dev: torch.device, nproc: int, tmp: Path) -> None:
+    from lmp_model.pretrain import load_pretrain_config
+
+    base = [f"data.store={store}", f"data.k={sz['k']}", *sz["overrides"], "mlflow.enabled=false"]
+    cfg = load_pretrain_config(sz["config"], base)
+    peak = _check_peak(c, dev)
     flops, accum = pretrain_bench.flops_per_step(cfg, str(dev), nproc)
     c.result(
         "model",
@@ -264,30 +298,10 @@ def check_pretrain(c: Check, sz: dict, store: Path, dev: torch.device, nproc: in
         "target >= 35 %)",
         mfu >= 0.35,
     )
-    # resume after kill: SIGKILL once the checkpoint after ckpt_every steps is written, then --resume
-    _, seen = pretrain(sz, tmp, store, "killed", nproc, kill_after=sz["ckpt_every"] + 2)
-    out, _ = pretrain(sz, tmp, store, "killed", nproc, resume=True)
-    res = _metrics(Path(out["run_dir"]))
-    cont = [h["step"] for h in res] == list(range(1, sz["steps"] + 1))
-    frm = out.get("resumed_from")
-    after = [(a, b) for a, b in zip(res, hist) if frm is not None and a["step"] > frm]
-    diff = max(
-        (abs(a["loss/total"] - b["loss/total"]) / abs(b["loss/total"]) for a, b in after),
-        default=float("nan"),
-    )
-    tol = 0.02 if dev.type == "cuda" else 1e-6
-    ok = bool(frm) and cont and seen is not None and frm <= seen < sz["steps"] and diff <= tol
-    c.result(
-        "resume after kill",
-        f"SIGKILL at step {seen}, resumed from checkpoint step {frm}, steps 1..{sz['steps']} logged once each: "
-        f"{cont}; losses after the resume vs the uninterrupted run: max relative difference {diff:.2e} "
-        f"(<= {tol:g})",
-        ok,
-    )
-    c.failed |= not ok
+    _check_resume(c, sz, store, dev, nproc, tmp, hist)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="on the CPU at a tiny size (2 ranks, gloo)")
     ap.add_argument(
@@ -297,6 +311,35 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", default=None, help="keep the store and runs in this folder (default: a temp dir)"
     )
     args = ap.parse_args(argv)
+    return args
+
+
+def _run_checks(c: Check, sz: dict, dev: torch.device, nproc: int, tmp: Path) -> None:
+    """The store (written unless kept), then each check; an error in one is reported and the next runs."""
+    t = time.perf_counter()
+    dims = dict(zip(("video", "audio", "text"), sz["dims"]))
+    store = tmp / "store"
+    if not (store / "store.json").exists():
+        window_loader.write_store(store, sz["movies"], sz["shots"], sz["tokens_per_shot"], dims, 0)
+    c.result(
+        "store",
+        f"{sz['movies']} movies x {sz['shots']} shots, dims {sz['dims']}, {sz['tokens_per_shot']:.1f} tokens/shot, "
+        f"float16 ({time.perf_counter() - t:.0f} s to write)",
+        None,
+    )
+    for name, fn in (
+        ("loader", lambda: check_loader(c, sz, store, dev)),
+        ("pretraining", lambda: check_pretrain(c, sz, store, dev, nproc, tmp)),
+    ):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - report and go on to the next check
+            c.result(name, f"ERROR {type(e).__name__}: {str(e)[-600:]}", False)
+            c.failed = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     t0 = time.perf_counter()
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
@@ -320,26 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp / "runs", ignore_errors=True)  # a kept folder: the store is reused, the runs are not
     try:
-        t = time.perf_counter()
-        dims = dict(zip(("video", "audio", "text"), sz["dims"]))
-        store = tmp / "store"
-        if not (store / "store.json").exists():
-            window_loader.write_store(store, sz["movies"], sz["shots"], sz["tokens_per_shot"], dims, 0)
-        c.result(
-            "store",
-            f"{sz['movies']} movies x {sz['shots']} shots, dims {sz['dims']}, {sz['tokens_per_shot']:.1f} tokens/shot, "
-            f"float16 ({time.perf_counter() - t:.0f} s to write)",
-            None,
-        )
-        for name, fn in (
-            ("loader", lambda: check_loader(c, sz, store, dev)),
-            ("pretraining", lambda: check_pretrain(c, sz, store, dev, nproc, tmp)),
-        ):
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - report and go on to the next check
-                c.result(name, f"ERROR {type(e).__name__}: {str(e)[-600:]}", False)
-                c.failed = True
+        _run_checks(c, sz, dev, nproc, tmp)
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()

@@ -227,26 +227,8 @@ def zero_run(
     return [json.loads(line) for line in lines], share
 
 
-def measure(
-    config: Path = DEMO,
-    steps: int = 20,
-    zero_steps: int = 15,
-    skip: int = 3,
-    overrides: list[str] | None = None,
-    threads: int | None = None,
-    profile: str | None = None,
-    log=print,
-) -> dict:
-    """Run the benchmark; the figures as a dict (and lines through `log`)."""
-    overrides = list(overrides or [])
-    cfg = load_pretrain_config(config, [*NO_TRACKING, *overrides])
-    threads = threads or torch.get_num_threads()
-    out: dict = {"threads": threads}
-    log(
-        f"config: {config.relative_to(REPO) if config.is_relative_to(REPO) else config} {' '.join(overrides)}  "
-        f"(k={cfg.data.k}, d={cfg.model.d}, layers {cfg.model.encoder.layers}+{cfg.model.cross.layers}, "
-        f"micro {cfg.train.micro_batch}, global {cfg.train.global_batch}, store '{cfg.data.store or cfg.data.demo}')"
-    )
+def _measure_peaks(threads: int, out: dict, log) -> tuple[float, float, float]:
+    """The matmul peaks: at `threads`, at 1 thread, and at 1 thread in CPU time."""
     peak, peak1 = matmul_peak(threads=threads), matmul_peak(threads=1)
     peak1_cpu = matmul_peak(threads=1, clock="cpu")
     out.update(peak=peak, peak1=peak1, peak1_cpu=peak1_cpu)
@@ -255,45 +237,63 @@ def measure(
         f"{peak1 / 1e9:.1f} at 1 thread ({threads} x 1-thread = {threads * peak1 / 1e9:.1f}); in CPU time "
         f"{peak1_cpu / 1e9:.1f} at 1 thread"
     )
-    flops, accum = flops_per_step(cfg)
-    out["flops"] = flops
-    log(f"model FLOPs per optimizer step (fwd+bwd, {accum} micro-batches): {flops / 1e9:.2f} GFLOP")
-    gb = cfg.train.global_batch or cfg.train.micro_batch
-    out["one_rank"] = {}
-    for n_threads in sorted({threads, 1}, reverse=True):
-        hist, wall, share, step_cpu = one_rank(config, steps, n_threads, overrides)
-        m = measured(hist, skip)
-        ref = peak if n_threads == threads else peak1
-        mfu = flops / m["step_s"] / ref
-        cpu_s = statistics.median(step_cpu[skip:] or step_cpu)
-        mfu_cpu = flops / cpu_s / peak1_cpu if n_threads == 1 else None
-        out["one_rank"][n_threads] = {
-            **m,
-            "wps": gb / m["step_s"],
-            "mfu": mfu,
-            "cpu_share": share,
-            "step_cpu_s": cpu_s,
-            "mfu_cpu": mfu_cpu,
-        }
-        log(
-            f"1 rank, {n_threads} thread(s), ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = "
-            f"{gb / m['step_s']:.1f} windows/s; run() wall {wall:.1f} s for {steps} steps (incl. set-up, export); "
-            f"CPU share {share:.2f} of {n_threads} core(s)"
-        )
-        in_cpu = (
-            f"; in CPU time {cpu_s * 1e3:.0f} ms per step -> MFU {100 * mfu_cpu:.1f} % (target >= 35 %: "
-            f"{'PASS' if mfu_cpu >= 0.35 else 'MISS'})"
-            if mfu_cpu is not None
-            else ""
-        )
-        log(
-            f"  achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured "
-            f"{n_threads}-thread matmul peak in wall time{in_cpu}"
-        )
-        log(
-            f"  data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'}); "
-            f"loss {hist[0]['loss/total']:.3f} at step 1 -> {hist[-1]['loss/total']:.3f} at step {steps}"
-        )
+    return peak, peak1, peak1_cpu
+
+
+def _measure_one_rank(
+    config: Path,
+    steps: int,
+    skip: int,
+    overrides: list[str],
+    threads: int,
+    n_threads: int,
+    peaks: tuple[float, float, float],
+    flops: float,
+    gb: int,
+    out: dict,
+    log,
+) -> None:
+    """One 1-rank training run at `n_threads`: its throughput, MFU and data wait into `out["one_rank"]`."""
+    peak, peak1, peak1_cpu = peaks
+    hist, wall, share, step_cpu = one_rank(config, steps, n_threads, overrides)
+    m = measured(hist, skip)
+    ref = peak if n_threads == threads else peak1
+    mfu = flops / m["step_s"] / ref
+    cpu_s = statistics.median(step_cpu[skip:] or step_cpu)
+    mfu_cpu = flops / cpu_s / peak1_cpu if n_threads == 1 else None
+    out["one_rank"][n_threads] = {
+        **m,
+        "wps": gb / m["step_s"],
+        "mfu": mfu,
+        "cpu_share": share,
+        "step_cpu_s": cpu_s,
+        "mfu_cpu": mfu_cpu,
+    }
+    log(
+        f"1 rank, {n_threads} thread(s), ZeRO-0: median step {m['step_s'] * 1e3:.0f} ms over {m['n']} steps = "
+        f"{gb / m['step_s']:.1f} windows/s; run() wall {wall:.1f} s for {steps} steps (incl. set-up, export); "
+        f"CPU share {share:.2f} of {n_threads} core(s)"
+    )
+    in_cpu = (
+        f"; in CPU time {cpu_s * 1e3:.0f} ms per step -> MFU {100 * mfu_cpu:.1f} % (target >= 35 %: "
+        f"{'PASS' if mfu_cpu >= 0.35 else 'MISS'})"
+        if mfu_cpu is not None
+        else ""
+    )
+    log(
+        f"  achieved {flops / m['step_s'] / 1e9:.1f} GFLOP/s -> MFU {100 * mfu:.1f} % of the measured "
+        f"{n_threads}-thread matmul peak in wall time{in_cpu}"
+    )
+    log(
+        f"  data wait: {100 * m['wait']:.2f} % of step time (target < 5 %: {'PASS' if m['wait'] < 0.05 else 'MISS'}); "
+        f"loss {hist[0]['loss/total']:.3f} at step 1 -> {hist[-1]['loss/total']:.3f} at step {steps}"
+    )
+
+
+def _measure_zero(
+    config: Path, zero_steps: int, skip: int, overrides: list[str], gb: int, out: dict, log
+) -> None:
+    """The 2-rank ZeRO-0/2/3 runs: their step times, rank scaling and stage ratios into `out`."""
     zs, shares = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for stage in (0, 2, 3):
@@ -316,13 +316,49 @@ def measure(
         f"ZeRO-2 / ZeRO-0 step time: {r2:.2f}x (target <= 1.3x: {'PASS' if r2 <= 1.3 else 'MISS'}); "
         f"ZeRO-3 / ZeRO-0: {r3:.2f}x (target <= 1.5x: {'PASS' if r3 <= 1.5 else 'MISS'})"
     )
+
+
+def _write_profile(cfg, threads: int, profile: str, out: dict) -> None:
+    """`profile_step` at 1 thread, written to `profile` and kept in `out`."""
+    torch.set_num_threads(1)
+    text = profile_step(cfg)
+    torch.set_num_threads(threads)
+    Path(profile).parent.mkdir(parents=True, exist_ok=True)
+    Path(profile).write_text(text + "\n")
+    out["profile"] = text
+
+
+def measure(
+    config: Path = DEMO,
+    steps: int = 20,
+    zero_steps: int = 15,
+    skip: int = 3,
+    overrides: list[str] | None = None,
+    threads: int | None = None,
+    profile: str | None = None,
+    log=print,
+) -> dict:
+    """Run the benchmark; the figures as a dict (and lines through `log`)."""
+    overrides = list(overrides or [])
+    cfg = load_pretrain_config(config, [*NO_TRACKING, *overrides])
+    threads = threads or torch.get_num_threads()
+    out: dict = {"threads": threads}
+    log(
+        f"config: {config.relative_to(REPO) if config.is_relative_to(REPO) else config} {' '.join(overrides)}  "
+        f"(k={cfg.data.k}, d={cfg.model.d}, layers {cfg.model.encoder.layers}+{cfg.model.cross.layers}, "
+        f"micro {cfg.train.micro_batch}, global {cfg.train.global_batch}, store '{cfg.data.store or cfg.data.demo}')"
+    )
+    peaks = _measure_peaks(threads, out, log)
+    flops, accum = flops_per_step(cfg)
+    out["flops"] = flops
+    log(f"model FLOPs per optimizer step (fwd+bwd, {accum} micro-batches): {flops / 1e9:.2f} GFLOP")
+    gb = cfg.train.global_batch or cfg.train.micro_batch
+    out["one_rank"] = {}
+    for n_threads in sorted({threads, 1}, reverse=True):
+        _measure_one_rank(config, steps, skip, overrides, threads, n_threads, peaks, flops, gb, out, log)
+    _measure_zero(config, zero_steps, skip, overrides, gb, out, log)
     if profile:
-        torch.set_num_threads(1)
-        text = profile_step(cfg)
-        torch.set_num_threads(threads)
-        Path(profile).parent.mkdir(parents=True, exist_ok=True)
-        Path(profile).write_text(text + "\n")
-        out["profile"] = text
+        _write_profile(cfg, threads, profile, out)
     return out
 
 

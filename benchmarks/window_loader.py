@@ -89,6 +89,50 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _copy_buffers(ds: ShotWindows, first: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy's source and (grown on demand) destination: host memory on the CPU, else on `device` (the
+    source pinned on the host when the store is there)."""
+    # the copy's source: far larger than the caches (and than a batch), touched once
+    n_src = max(256 * 2**20, 4 * first)
+    host_copy = ds.gather.store_device.type == "cpu" and device.type == "cuda"
+    if device.type == "cpu":
+        src = torch.ones(n_src, dtype=torch.uint8)
+        dst = torch.empty(0, dtype=torch.uint8)
+    else:
+        loc = "cpu" if host_copy else device
+        src = torch.ones(n_src, dtype=torch.uint8, pin_memory=host_copy, device=loc)
+        dst = torch.empty(0, dtype=torch.uint8, device=device)
+    return src, dst
+
+
+def _copy_figures(
+    t_load: list[float],
+    t_copy: list[float],
+    c_load: list[float],
+    c_copy: list[float],
+    sizes: list[int],
+    batch: int,
+    batches: int,
+    device: torch.device,
+) -> dict:
+    """`loader_vs_copy`'s figures from its per-batch times (wall and CPU) and batch sizes."""
+    total = sum(sizes)
+    ratios = [c / lo for c, lo in zip(t_copy, t_load)]
+    cpu = device.type == "cpu" and min(c_load) > 0 and min(c_copy) > 0
+    return {
+        # CPU only: the same ratio in this thread's CPU time, blind to the time other jobs hold the core
+        "ratio_cpu_time": statistics.median(c / lo for c, lo in zip(c_copy, c_load)) if cpu else None,
+        "loader_gbs": total / sum(t_load) / 1e9,
+        "loader_wps": batches * batch / sum(t_load),
+        "copy_gbs": total / sum(t_copy) / 1e9,
+        "ratio": statistics.median(ratios),
+        "ratio_total": sum(t_copy) / sum(t_load),
+        "ms_per_batch": 1e3 * statistics.median(t_load),
+        "copy_ms_per_batch": 1e3 * statistics.median(t_copy),
+        "bytes_per_window": total / (batches * batch),
+    }
+
+
 def loader_vs_copy(ds: ShotWindows, batch: int, batches: int, device: torch.device) -> dict:
     """Loader and a copy of the same bytes, batch by batch, alternating: each loader batch is followed by
     a copy of as many bytes, so other jobs on a shared machine slow both alike. The ratio is the median
@@ -101,16 +145,7 @@ def loader_vs_copy(ds: ShotWindows, batch: int, batches: int, device: torch.devi
     it = iter(dl)
     for _ in range(3):  # warm-up
         first = batch_bytes(next(it))
-    # the copy's source: far larger than the caches (and than a batch), touched once
-    n_src = max(256 * 2**20, 4 * first)
-    host_copy = ds.gather.store_device.type == "cpu" and device.type == "cuda"
-    if device.type == "cpu":
-        src = torch.ones(n_src, dtype=torch.uint8)
-        dst = torch.empty(0, dtype=torch.uint8)
-    else:
-        loc = "cpu" if host_copy else device
-        src = torch.ones(n_src, dtype=torch.uint8, pin_memory=host_copy, device=loc)
-        dst = torch.empty(0, dtype=torch.uint8, device=device)
+    src, dst = _copy_buffers(ds, first, device)
     rng = np.random.default_rng(0)
     t_load, t_copy, c_load, c_copy, sizes = [], [], [], [], []
     for _ in range(batches):
@@ -135,29 +170,60 @@ def loader_vs_copy(ds: ShotWindows, batch: int, batches: int, device: torch.devi
         _sync(device)
         t_copy.append(time.perf_counter() - t)
         c_copy.append(time.thread_time() - c)
-    total = sum(sizes)
-    ratios = [c / lo for c, lo in zip(t_copy, t_load)]
-    cpu = device.type == "cpu" and min(c_load) > 0 and min(c_copy) > 0
-    return {
-        # CPU only: the same ratio in this thread's CPU time, blind to the time other jobs hold the core
-        "ratio_cpu_time": statistics.median(c / lo for c, lo in zip(c_copy, c_load)) if cpu else None,
-        "loader_gbs": total / sum(t_load) / 1e9,
-        "loader_wps": batches * batch / sum(t_load),
-        "copy_gbs": total / sum(t_copy) / 1e9,
-        "ratio": statistics.median(ratios),
-        "ratio_total": sum(t_copy) / sum(t_load),
-        "ms_per_batch": 1e3 * statistics.median(t_load),
-        "copy_ms_per_batch": 1e3 * statistics.median(t_copy),
-        "bytes_per_window": total / (batches * batch),
-    }
+    return _copy_figures(t_load, t_copy, c_load, c_copy, sizes, batch, batches, device)
+
+
+def _stage_lines(
+    spent: dict[str, list[float]],
+    totals: list[float],
+    locs: list[float],
+    copies: list[float],
+    fresh: list[float],
+    sizes: list[int],
+    n: int,
+    batch: int,
+    title: str,
+) -> list[str]:
+    """`profile_loader`'s summary: the mean CPU time per batch of each builder stage against a memcpy."""
+    med = {k: 1e3 * sum(v) / n for k, v in spent.items()}  # ms per batch
+    total, copy, copy_new = 1e3 * sum(totals) / n, 1e3 * sum(copies) / n, 1e3 * sum(fresh) / n
+    shots, text, member = med.get("_shots", 0), med.get("_text", 0), med.get("_membership", 0)
+    other = med.get("build", 0) - shots - text - member
+    irregular = med.get("_token_rows", 0)
+    lines = [
+        f"# profile of the window loader ({title}), {n} batches of {batch}",
+        f"per batch, this thread's CPU time (mean): {total:.2f} ms = locate {1e3 * sum(locs) / n:.2f} + plan "
+        f"{med.get('plan', 0):.2f} + video/audio blocks {shots:.2f} + text {text:.2f} (incl. irregular windows' row "
+        f"filter {irregular:.2f} and padding zeroed) + token->shot {member:.2f} + other tensor ops {other:.2f}",
+        f"memcpy of the same {statistics.median(sizes) / 1e6:.1f} MB: {copy:.2f} ms (into a fresh buffer "
+        f"{copy_new:.2f} ms) -> loader at "
+        f"{100 * copy / total:.0f} % of memcpy; the gathers move the bytes (video/audio + text ~ {shots + text:.2f} ms "
+        f"= {(shots + text) / copy:.1f}x the memcpy), the rest ({total - shots - text:.2f} ms) is index work and "
+        "per-op overhead, fixed per batch (a bigger batch amortises it)",
+        "",
+    ]
+    return lines
+
+
+def _op_table(ds: ShotWindows, idx: list[list[int]], n: int, lines: list[str]) -> None:
+    """torch.profiler's op table over up to 50 of the batches `idx`, appended to `lines`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ds.gather.device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in idx[: min(n, 50)]:
+            ds.__getitems__(i)
+        _sync(ds.gather.device)
+    lines.append("torch.profiler, top ops by self CPU time (wall clock per op):")
+    lines.append(
+        prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=30)
+    )
 
 
 def profile_loader(ds: ShotWindows, batch: int, n: int, title: str) -> str:
     """Where a batch's time goes: this thread's CPU time per stage of the builder (median over `n`
     batches; CPU time is blind to the time other jobs hold the core), a memcpy of the batch's bytes for
     scale, then torch.profiler's op table (wall time per op: inflated on a loaded machine)."""
-    from torch.profiler import ProfilerActivity, profile
-
     from lmp_data.gather import WindowGather
 
     stages = ("plan", "build", "_shots", "_text", "_token_rows", "_membership")
@@ -202,33 +268,77 @@ def profile_loader(ds: ShotWindows, batch: int, n: int, title: str) -> str:
     finally:
         for name, fn in saved.items():
             setattr(WindowGather, name, fn)
-    med = {k: 1e3 * sum(v) / n for k, v in spent.items()}  # ms per batch
-    total, copy, copy_new = 1e3 * sum(totals) / n, 1e3 * sum(copies) / n, 1e3 * sum(fresh) / n
-    shots, text, member = med.get("_shots", 0), med.get("_text", 0), med.get("_membership", 0)
-    other = med.get("build", 0) - shots - text - member
-    irregular = med.get("_token_rows", 0)
-    lines = [
-        f"# profile of the window loader ({title}), {n} batches of {batch}",
-        f"per batch, this thread's CPU time (mean): {total:.2f} ms = locate {1e3 * sum(locs) / n:.2f} + plan "
-        f"{med.get('plan', 0):.2f} + video/audio blocks {shots:.2f} + text {text:.2f} (incl. irregular windows' row "
-        f"filter {irregular:.2f} and padding zeroed) + token->shot {member:.2f} + other tensor ops {other:.2f}",
-        f"memcpy of the same {statistics.median(sizes) / 1e6:.1f} MB: {copy:.2f} ms (into a fresh buffer "
-        f"{copy_new:.2f} ms) -> loader at "
-        f"{100 * copy / total:.0f} % of memcpy; the gathers move the bytes (video/audio + text ~ {shots + text:.2f} ms "
-        f"= {(shots + text) / copy:.1f}x the memcpy), the rest ({total - shots - text:.2f} ms) is index work and "
-        "per-op overhead, fixed per batch (a bigger batch amortises it)",
-        "",
-    ]
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ds.gather.device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
-        for i in idx[: min(n, 50)]:
-            ds.__getitems__(i)
-        _sync(ds.gather.device)
-    lines.append("torch.profiler, top ops by self CPU time (wall clock per op):")
-    lines.append(
-        prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=30)
-    )
+    lines = _stage_lines(spent, totals, locs, copies, fresh, sizes, n, batch, title)
+    _op_table(ds, idx, n, lines)
     return "\n".join(lines)
+
+
+def _write_and_load(
+    tmp: str,
+    movies: int,
+    shots_per_movie: int,
+    tokens_per_shot: float,
+    d: dict,
+    seed: int,
+    memory_dtype: str,
+    log,
+):
+    """The synthetic store written under `tmp` and loaded into memory: (store, in-memory store)."""
+    t = time.perf_counter()
+    store = write_store(os.path.join(tmp, "store"), movies, shots_per_movie, tokens_per_shot, d, seed)
+    log(f"write: {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    mem = store.load_all(dtype=memory_dtype)
+    dt = time.perf_counter() - t
+    nbytes = sum(a.nbytes for a in (mem.video, mem.audio, mem.text, mem.shots, mem.text_spans))
+    log(
+        f"load_all: {mem.n_shots} shots, {int(mem.token_offsets[-1])} tokens, "
+        f"{nbytes / 1e9:.2f} GB in memory in {dt:.1f} s"
+    )
+    return store, mem
+
+
+def _measure_loader(ds: ShotWindows, batch: int, batches: int, dev: torch.device, out: dict, log) -> dict:
+    """`loader_vs_copy`'s figures, into `out` and logged; the figures."""
+    r = loader_vs_copy(ds, batch, batches, dev)
+    out.update(r)
+    what = (
+        "memcpy"
+        if dev.type == "cpu"
+        else (
+            "device-to-device copy" if ds.gather.store_device.type == "cuda" else "pinned host-to-device copy"
+        )
+    )
+    out["copy_kind"] = what
+    log(
+        f"loader: {r['loader_wps']:,.0f} windows/s, {r['loader_gbs']:.2f} GB/s ({r['bytes_per_window'] / 1e3:.1f} kB "
+        f"per window of batch tensors); median batch {r['ms_per_batch']:.2f} ms"
+    )
+    log(f"{what}: {r['copy_gbs']:.2f} GB/s; median {r['copy_ms_per_batch']:.2f} ms for a batch's bytes")
+    cpu_t = f"; in CPU time {100 * r['ratio_cpu_time']:.0f} %" if r["ratio_cpu_time"] else ""
+    log(
+        f"loader / {what} bandwidth: {100 * r['ratio']:.0f} % (median over batches; totals "
+        f"{100 * r['ratio_total']:.0f} %{cpu_t})  (target >= 50 %: {'PASS' if r['ratio'] >= 0.5 else 'MISS'})"
+    )
+    return r
+
+
+def _measure_zarr(store, mem, ds: ShotWindows, zarr_windows: int, k: int, r: dict, out: dict, log) -> None:
+    """`zarr_windows` windows read straight from Zarr (`zarr_window`), against the loader's windows/s `r`."""
+    arrs = {m: store.open_arrays(m) for m in mem.movie_ids}
+    m_idx, starts = ds.locate(np.arange(zarr_windows))
+    t = time.perf_counter()
+    zbytes = 0
+    for m, s in zip(m_idx, starts):
+        w = zarr_window(arrs[mem.movie_ids[m]], int(s), k)
+        zbytes += sum(v.nbytes for v in w.values())
+    t_zarr = time.perf_counter() - t
+    out["zarr_wps"] = zarr_windows / t_zarr
+    out["vs_zarr"] = r["loader_wps"] / out["zarr_wps"]
+    log(
+        f"zarr: {zarr_windows} windows in {t_zarr:.2f} s = {out['zarr_wps']:,.0f} windows/s; loader / zarr "
+        f"windows/s: {out['vs_zarr']:.0f}x  (target >= 10x: {'PASS' if out['vs_zarr'] >= 10 else 'MISS'})"
+    )
 
 
 def measure(
@@ -254,16 +364,8 @@ def measure(
     d = dict(zip(("video", "audio", "text"), dims))
     out: dict = {"device": str(dev)}
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        store = write_store(os.path.join(tmp, "store"), movies, shots_per_movie, tokens_per_shot, d, seed)
-        log(f"write: {time.perf_counter() - t:.1f} s")
-        t = time.perf_counter()
-        mem = store.load_all(dtype=memory_dtype)
-        dt = time.perf_counter() - t
-        nbytes = sum(a.nbytes for a in (mem.video, mem.audio, mem.text, mem.shots, mem.text_spans))
-        log(
-            f"load_all: {mem.n_shots} shots, {int(mem.token_offsets[-1])} tokens, "
-            f"{nbytes / 1e9:.2f} GB in memory in {dt:.1f} s"
+        store, mem = _write_and_load(
+            tmp, movies, shots_per_movie, tokens_per_shot, d, seed, memory_dtype, log
         )
         ds = ShotWindows(
             mem, k, mode="train", seed=seed, windows_per_epoch=batch * (batches + 10), device=dev,
@@ -271,43 +373,9 @@ def measure(
         )  # fmt: skip
         nb = ds.gather.nbytes()
         out["store_bytes"], out["bytes_per_shot"] = nb["store"], nb["store"] / mem.n_shots
-        r = loader_vs_copy(ds, batch, batches, dev)
-        out.update(r)
-        what = (
-            "memcpy"
-            if dev.type == "cpu"
-            else (
-                "device-to-device copy"
-                if ds.gather.store_device.type == "cuda"
-                else "pinned host-to-device copy"
-            )
-        )
-        out["copy_kind"] = what
-        log(
-            f"loader: {r['loader_wps']:,.0f} windows/s, {r['loader_gbs']:.2f} GB/s ({r['bytes_per_window'] / 1e3:.1f} kB "
-            f"per window of batch tensors); median batch {r['ms_per_batch']:.2f} ms"
-        )
-        log(f"{what}: {r['copy_gbs']:.2f} GB/s; median {r['copy_ms_per_batch']:.2f} ms for a batch's bytes")
-        cpu_t = f"; in CPU time {100 * r['ratio_cpu_time']:.0f} %" if r["ratio_cpu_time"] else ""
-        log(
-            f"loader / {what} bandwidth: {100 * r['ratio']:.0f} % (median over batches; totals "
-            f"{100 * r['ratio_total']:.0f} %{cpu_t})  (target >= 50 %: {'PASS' if r['ratio'] >= 0.5 else 'MISS'})"
-        )
+        r = _measure_loader(ds, batch, batches, dev, out, log)
         if zarr_windows:
-            arrs = {m: store.open_arrays(m) for m in mem.movie_ids}
-            m_idx, starts = ds.locate(np.arange(zarr_windows))
-            t = time.perf_counter()
-            zbytes = 0
-            for m, s in zip(m_idx, starts):
-                w = zarr_window(arrs[mem.movie_ids[m]], int(s), k)
-                zbytes += sum(v.nbytes for v in w.values())
-            t_zarr = time.perf_counter() - t
-            out["zarr_wps"] = zarr_windows / t_zarr
-            out["vs_zarr"] = r["loader_wps"] / out["zarr_wps"]
-            log(
-                f"zarr: {zarr_windows} windows in {t_zarr:.2f} s = {out['zarr_wps']:,.0f} windows/s; loader / zarr "
-                f"windows/s: {out['vs_zarr']:.0f}x  (target >= 10x: {'PASS' if out['vs_zarr'] >= 10 else 'MISS'})"
-            )
+            _measure_zarr(store, mem, ds, zarr_windows, k, r, out, log)
         if profile:
             text = profile_loader(
                 ds, batch, min(batches, 100), f"{movies}x{shots_per_movie} shots, dims {dims}, k={k}, {dev}"

@@ -100,7 +100,7 @@ def command(config: str, overrides: list[str], nproc: int, resume: bool) -> list
     return launch_command(args, nproc)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Movies2Scenes stages (shot -> scene) as chained lmp-pretrain runs",
         epilog=__doc__.split("\n\n", 2)[1],
@@ -119,18 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int, default=1, help="ranks per stage (torchrun; default 1)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage")
     args = p.parse_args(argv)
+    return args
+
+
+def _plan(args: argparse.Namespace):
+    """(stages, config, optimizer steps per stage) of the command line; ConfigError/ValueError/OSError if
+    it does not make an M2S pipeline."""
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in RUNNABLE]
+    if bad or not stages:
+        raise ValueError(f"--stages {args.stages!r}: runnable stages are {RUNNABLE}")
+    budget = parse_budget(args.budget, stages)
+    cfg = load_pretrain_config(args.config, args.overrides)
+    if cfg.recipe != "m2s":
+        raise ValueError(f"{args.config}: recipe is {cfg.recipe!r}; this runs recipe 'm2s' (set recipe=m2s)")
+    steps = split_steps(pipeline_steps(cfg, args.nproc), budget)
+    return stages, cfg, steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     try:
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        bad = [s for s in stages if s not in RUNNABLE]
-        if bad or not stages:
-            raise ValueError(f"--stages {args.stages!r}: runnable stages are {RUNNABLE}")
-        budget = parse_budget(args.budget, stages)
-        cfg = load_pretrain_config(args.config, args.overrides)
-        if cfg.recipe != "m2s":
-            raise ValueError(
-                f"{args.config}: recipe is {cfg.recipe!r}; this runs recipe 'm2s' (set recipe=m2s)"
-            )
-        steps = split_steps(pipeline_steps(cfg, args.nproc), budget)
+        stages, cfg, steps = _plan(args)
     except (ConfigError, ValueError, OSError) as e:
         print(f"pretrain_m2s: error: {e}", file=sys.stderr)
         return 2
