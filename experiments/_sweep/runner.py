@@ -134,10 +134,16 @@ def _run_stage(
                 callbacks=[ProgressCallback()],  # stateless: feeds progress.activate()'s display
             ),
         )
-    grid = tuner.fit()
+    return _seen(tuner.fit())
+
+
+def _seen(grid) -> dict[str, dict]:
+    """{key: {"status", "error", "metrics"}} of the trials in Tune's result grid. Tune reads a result's
+    config from its reported metrics, so a trial interrupted before it reported has none: its key is then
+    its folder's name (`_trial_name`)."""
     seen: dict[str, dict] = {}
     for result in grid:
-        key = result.config["trial"]["key"]
+        key = result.config["trial"]["key"] if result.config else Path(result.path).name
         metrics = dict(result.metrics or {})
         if result.error is not None:
             seen[key] = {"status": "failed", "error": _error_text(result.error)}

@@ -131,3 +131,23 @@ def test_resume_hint_names_the_table_script():
 
     assert _script(ablate_losses.build) == "experiments/ablate_losses.py"
     assert _script(compare_recipes.build) == "experiments/compare_recipes.py"  # not ablate_recipes.py
+
+
+def test_trials_interrupted_before_reporting_are_unfinished_not_a_crash():
+    """Ctrl-C on a sweep with running trials: Tune's results of those have no metrics, hence no config."""
+    from types import SimpleNamespace
+
+    from _sweep.runner import _seen
+
+    def result(key, metrics=None, error=None):
+        config = {"trial": {"key": key}} if metrics else None  # ray.air.Result.config reads the metrics
+        return SimpleNamespace(config=config, metrics=metrics, error=error, path=f"/s/tune/trials/{key}")
+
+    grid = [
+        result("a-s0", {"child_run_id": "r", "content": 1.0, "config": {}}),
+        result("b-s0"),  # running when interrupted
+        result("c-s0", error=RuntimeError("boom")),  # failed before reporting
+    ]
+    seen = _seen(grid)
+    assert seen["a-s0"]["status"] == "ok" and seen["b-s0"]["status"] == "unfinished"
+    assert seen["c-s0"] == {"status": "failed", "error": "RuntimeError: boom"}
