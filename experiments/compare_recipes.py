@@ -58,6 +58,10 @@ ROWS = [  # slug, row label, recipe (None: no pretraining)
 def as_recipe(recipe: str, cfg):
     """Row recipe: the sweep's pretraining config switched to `recipe` ("hssl" or "m2s"), its transformer
     as wide as LMP's (d, layers, heads, ff_mult, dropout of `model.encoder`) and its max_shots LMP's."""
+    if recipe not in ("hssl", "m2s"):
+        raise ValueError(
+            f"as_recipe: 'hssl' or 'm2s' (LMP rows use the sweep's config as it is), got {recipe!r}"
+        )
     if recipe == "hssl":
         cfg.recipe = "hssl"
         cfg.hssl.modalities = ["video", "audio"]
