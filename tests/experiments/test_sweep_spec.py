@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 EXP = Path(__file__).resolve().parents[2] / "experiments"
 sys.path.insert(0, str(EXP))
 
@@ -86,6 +88,8 @@ def test_recipe_rows_equal_their_former_dotlist_overrides():
     for recipe, dotlist in before.items():
         old = load_pretrain_config(path, [*cfg.pretrain_overrides, *dotlist, "data.store=/the/store"])
         assert config_to_dict(_trial_config(compare_recipes, recipe)) == config_to_dict(old), recipe
+    with pytest.raises(ValueError, match="'hssl' or 'm2s'"):
+        compare_recipes.as_recipe("lmp", base)
 
 
 def test_later_stage_specs_are_built_from_earlier_rows():

@@ -71,6 +71,21 @@ def test_invalid_configs_name_the_key(tmp_path):
         load_pretrain_config(bad, ["data.demo=tiny", "train.steps=1"])
 
 
+def test_with_overrides_checks_a_recipe_functions_edits_like_a_yaml():
+    """A sweep row's recipe function edits the typed config; `with_overrides` rebuilds and validates it."""
+    from lmp_model.pretrain import with_overrides
+
+    cfg = load_pretrain_config(TINY)
+    cfg.model.loss.inter = 0.0
+    out = with_overrides(cfg, ["train.seed=3"])
+    assert (out.model.loss.inter, out.train.seed, out.model.loss.intra) == (0.0, 3, cfg.model.loss.intra)
+    cfg.data.k = 10_000  # beyond model.max_shots: caught as if a YAML had said it
+    with pytest.raises(ConfigError, match=r"data\.k"):
+        with_overrides(cfg)
+    with pytest.raises(ConfigError, match=r"train\.no_such_key"):
+        with_overrides(load_pretrain_config(TINY), ["train.no_such_key=1"])
+
+
 def test_yaml_configs_load():
     for name in ("tiny", "demo", "paper"):
         cfg = load_pretrain_config(
